@@ -1,0 +1,155 @@
+"""LDSeg: latent diffusion segmentation (after Zaman et al., 2024).
+
+Four parts trained end to end: a label encoder (one-hot label map -> latent z_l0 in [-1, 1]), an image
+encoder (image -> latent z_i of the same spatial size), a denoiser (UNet on concat(z_lt, z_i), timestep
+embedding) and a label decoder (latent -> class logits). The loss is
+``w_noise * MSE(eps, eps_hat) + w_ce * CE + w_dice * (1 - soft Dice)``, the last two on the decoded
+estimate of the clean latent. Inference draws z_T ~ N(0, I) and runs DDPM or DDIM conditioned on z_i.
+"""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from ldseg_suite.diffusion.samplers import DiffusionSampler, initial_noise
+from ldseg_suite.diffusion.schedules import alphas_cumprod, betas
+from ldseg_suite.nets.layers import PKG
+from ldseg_suite.nets.unet import Decoder, Encoder, UNet
+
+
+def soft_dice_per_example(onehot, probs, smooth: float = 1.0):
+    """Mean soft Dice over the foreground classes (all classes if there is only one), per example."""
+    axes = tuple(range(1, len(onehot.shape) - 1))
+    inter = ops.sum(onehot * probs, axis=axes)
+    denom = ops.sum(onehot, axis=axes) + ops.sum(probs, axis=axes)
+    dice = (2.0 * inter + smooth) / (denom + smooth)
+    return ops.mean(dice[:, 1:] if onehot.shape[-1] > 1 else dice, axis=-1)
+
+
+@keras.saving.register_keras_serializable(PKG)
+class LDSeg(keras.Model):
+    def __init__(self, spatial_dims: int = 2, in_channels: int = 3, classes: int = 2, latent_channels: int = 4,
+                 image_latent_channels: int = 16, downsample: int = 4, base_channels: int = 32,
+                 channel_mult=(1, 2), attention: bool = True, schedule: str = "linear", beta_0: float = 1e-4,
+                 beta_T: float = 0.02, timesteps: int = 1000, loss_weights=(1.0, 1.0, 1.0), seed: int = 0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.hp = dict(spatial_dims=spatial_dims, in_channels=in_channels, classes=classes,
+                       latent_channels=latent_channels, image_latent_channels=image_latent_channels,
+                       downsample=downsample, base_channels=base_channels, channel_mult=list(channel_mult),
+                       attention=attention, schedule=schedule, beta_0=beta_0, beta_T=beta_T,
+                       timesteps=timesteps, loss_weights=list(loss_weights), seed=seed)
+        sd = spatial_dims
+        self.label_encoder = Encoder(latent_channels, downsample, sd, base_channels, activation="tanh",
+                                     name="label_encoder")
+        self.image_encoder = Encoder(image_latent_channels, downsample, sd, base_channels, name="image_encoder")
+        self.denoiser = UNet(latent_channels, sd, base_channels, channel_mult, attention=attention, name="denoiser")
+        self.label_decoder = Decoder(classes, downsample, sd, base_channels, name="label_decoder")
+        self.alphas_cumprod = alphas_cumprod(betas(schedule, timesteps, beta_0, beta_T))
+        self._acp = tf.constant(self.alphas_cumprod)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.trackers = {k: keras.metrics.Mean(name=k) for k in ("loss", "noise", "ce", "dice")}
+
+    # -- structure -------------------------------------------------------------------------------------
+    def build(self, input_shape):
+        """Build all four parts from the image shape (batch, *spatial, channels)."""
+        spatial = tuple(input_shape[1:-1])
+        image = ops.zeros((1,) + spatial + (self.hp["in_channels"],))
+        label = ops.zeros((1,) + spatial + (self.hp["classes"],))
+        self._forward(image, label, ops.zeros((1,), "int32"), ops.zeros(
+            (1,) + tuple(s // self.hp["downsample"] for s in spatial) + (self.hp["latent_channels"],)))
+        super().build(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), **{k: list(v) if isinstance(v, (list, tuple)) else v
+                                           for k, v in self.hp.items()}}
+
+    def call(self, image, training=False):
+        """The image latent z_i (the conditioning of the denoiser)."""
+        return self.image_encoder(image, training=training)
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    # -- training --------------------------------------------------------------------------------------
+    def denoise(self, z_t, z_i, t, training=False):
+        return self.denoiser([ops.concatenate([z_t, z_i], axis=-1), t], training=training)
+
+    def _forward(self, image, onehot, t, noise, training=False):
+        z0 = self.label_encoder(onehot, training=training)
+        z_i = self.image_encoder(image, training=training)
+        ab = ops.reshape(ops.take(self._acp, t), (-1,) + (1,) * (len(z0.shape) - 1))
+        z_t = ops.sqrt(ab) * z0 + ops.sqrt(1.0 - ab) * noise
+        eps = self.denoise(z_t, z_i, t, training=training)
+        z0_hat = ops.clip((z_t - ops.sqrt(1.0 - ab) * eps) / ops.sqrt(ab), -1.0, 1.0)
+        logits = self.label_decoder(z0_hat, training=training)
+        return eps, logits
+
+    def _loss_terms(self, data, training):
+        image, onehot = data
+        batch = ops.shape(image)[0]
+        latent_shape = (batch,) + tuple(s // self.hp["downsample"] for s in image.shape[1:-1]) + (
+            self.hp["latent_channels"],)
+        t = keras.random.randint((batch,), 0, self.hp["timesteps"], seed=self.seed_generator)
+        noise = keras.random.normal(latent_shape, seed=self.seed_generator)
+        eps, logits = self._forward(image, onehot, t, noise, training=training)
+        logits = ops.cast(logits, "float32")
+        red = tuple(range(1, len(noise.shape)))
+        noise_loss = ops.mean(ops.square(ops.cast(eps, "float32") - noise), axis=red)
+        ce = ops.mean(keras.losses.categorical_crossentropy(onehot, logits, from_logits=True),
+                      axis=tuple(range(1, len(onehot.shape) - 1)))
+        dice_loss = 1.0 - soft_dice_per_example(onehot, ops.softmax(logits, axis=-1))
+        w_noise, w_ce, w_dice = self.hp["loss_weights"]
+        per_example = w_noise * noise_loss + w_ce * ce + w_dice * dice_loss
+        # scaled by the global batch, so a tf.distribute run (gradients summed over replicas) needs no change
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        loss = ops.sum(per_example) / ops.cast(batch * replicas, "float32")
+        parts = {"noise": noise_loss, "ce": ce, "dice": dice_loss}
+        return loss, per_example, parts
+
+    def _update(self, per_example, parts):
+        self.trackers["loss"].update_state(per_example)
+        for k, v in parts.items():
+            self.trackers[k].update_state(v)
+        return {k: m.result() for k, m in self.trackers.items()}
+
+    def train_step(self, data):
+        with tf.GradientTape() as tape:
+            loss, per_example, parts = self._loss_terms(data, training=True)
+            scaled = self.optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        return self._update(per_example, parts)
+
+    def test_step(self, data):
+        _, per_example, parts = self._loss_terms(data, training=False)
+        return self._update(per_example, parts)
+
+    # -- inference -------------------------------------------------------------------------------------
+    def latent_shape(self, image_shape):
+        spatial = tuple(int(s) // self.hp["downsample"] for s in image_shape[1:-1])
+        return (int(image_shape[0]),) + spatial + (self.hp["latent_channels"],)
+
+    def make_sampler(self, kind: str = "DDIM", steps: int = 15, eta: float = 0.0, capture: bool = False,
+                     jit_compile: bool = False) -> DiffusionSampler:
+        """A compiled reverse-diffusion loop over the label latent, conditioned on z_i."""
+        return DiffusionSampler(lambda z, z_i, t: self.denoise(z, z_i, t), self.alphas_cumprod, kind=kind,
+                                steps=steps, eta=eta, clip=1.0, capture=capture, jit_compile=jit_compile)
+
+    def segment(self, image, sampler: DiffusionSampler, seed: int = 0):
+        """Class probabilities for a batch of images; also the sampler's output (latents, trajectory)."""
+        z_i = self.image_encoder(image, training=False)
+        out = sampler(initial_noise(self.latent_shape(image.shape), seed), z_i, seed)
+        probs = ops.softmax(self.label_decoder(out["x0"], training=False), axis=-1)
+        return probs, out
+
+    def decode(self, latent):
+        return ops.softmax(self.label_decoder(latent, training=False), axis=-1)
+
+
+def label_round_trip(model: LDSeg, onehot) -> np.ndarray:
+    """Decode(encode(label)): how well the label autoencoder preserves a mask (argmax labels)."""
+    return ops.convert_to_numpy(ops.argmax(model.decode(model.label_encoder(onehot)), axis=-1))

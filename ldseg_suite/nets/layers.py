@@ -1,0 +1,152 @@
+"""Rank-agnostic building blocks: one ``spatial_dims`` argument (2 or 3) picks Conv2D or Conv3D.
+
+Every layer is registered as serialisable and has ``get_config``, so models save as ``.keras`` and load
+with ``safe_mode=True``.
+"""
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import layers, ops
+
+PKG = "ldseg_suite"
+
+
+def conv(spatial_dims: int, filters: int, kernel: int = 3, strides: int = 1, name=None, **kwargs):
+    cls = {2: layers.Conv2D, 3: layers.Conv3D}[spatial_dims]
+    return cls(filters, kernel, strides=strides, padding="same", name=name, **kwargs)
+
+
+def _groups(channels: int) -> int:
+    for g in (8, 4, 2, 1):
+        if channels % g == 0:
+            return g
+    return 1
+
+
+@keras.saving.register_keras_serializable(PKG)
+class TimestepEmbedding(layers.Layer):
+    """Sinusoidal embedding of integer (or real) timesteps followed by a two-layer MLP."""
+
+    def __init__(self, dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.dim = dim
+        self.dense1 = layers.Dense(dim * 4, activation="silu")
+        self.dense2 = layers.Dense(dim * 4)
+
+    def build(self, input_shape):
+        self.dense1.build((None, self.dim))
+        self.dense2.build((None, self.dim * 4))
+        super().build(input_shape)
+
+    def call(self, t):
+        half = self.dim // 2
+        freqs = ops.exp(-math.log(10000.0) * ops.arange(half, dtype="float32") / half)
+        args = ops.cast(ops.reshape(t, (-1, 1)), "float32") * ops.reshape(freqs, (1, -1))
+        emb = ops.concatenate([ops.sin(args), ops.cos(args)], axis=-1)
+        return self.dense2(self.dense1(emb))
+
+    def get_config(self):
+        return {**super().get_config(), "dim": self.dim}
+
+
+@keras.saving.register_keras_serializable(PKG)
+class ResBlock(layers.Layer):
+    """GroupNorm-SiLU-Conv twice with a residual; optional scale-shift conditioning on an embedding."""
+
+    def __init__(self, filters: int, spatial_dims: int = 2, conditioned: bool = True, dropout: float = 0.0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.spatial_dims, self.conditioned, self.dropout = filters, spatial_dims, conditioned, dropout
+        self.norm1 = None  # needs the input channels: made in build()
+        self.conv1 = conv(spatial_dims, filters)
+        self.norm2 = layers.GroupNormalization(_groups(filters))
+        self.conv2 = conv(spatial_dims, filters)
+        self.drop = layers.Dropout(dropout)
+        self.emb_proj = layers.Dense(2 * filters) if conditioned else None
+        self.skip = None
+
+    def build(self, input_shape):
+        x_shape = input_shape[0] if self.conditioned else input_shape
+        in_ch = x_shape[-1]
+        self.norm1 = layers.GroupNormalization(_groups(in_ch))
+        self.norm1.build(x_shape)
+        self.conv1.build(x_shape)
+        out_shape = tuple(x_shape[:-1]) + (self.filters,)
+        self.norm2.build(out_shape)
+        self.conv2.build(out_shape)
+        if self.conditioned:
+            self.emb_proj.build(input_shape[1])
+        if in_ch != self.filters:
+            self.skip = conv(self.spatial_dims, self.filters, kernel=1)
+            self.skip.build(x_shape)
+        super().build(input_shape)
+
+    def call(self, inputs, training=False):
+        x, emb = inputs if self.conditioned else (inputs, None)
+        h = self.conv1(ops.silu(self.norm1(x)))
+        h = self.norm2(h)
+        if self.conditioned:
+            scale, shift = ops.split(self.emb_proj(ops.silu(emb)), 2, axis=-1)
+            shape = (-1,) + (1,) * self.spatial_dims + (self.filters,)
+            h = h * (1.0 + ops.reshape(scale, shape)) + ops.reshape(shift, shape)
+        h = self.conv2(self.drop(ops.silu(h), training=training))
+        return h + (self.skip(x) if self.skip is not None else x)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "spatial_dims": self.spatial_dims,
+                "conditioned": self.conditioned, "dropout": self.dropout}
+
+
+@keras.saving.register_keras_serializable(PKG)
+class Attention(layers.Layer):
+    """Global multi-head self-attention over all positions, with a residual (use at coarse levels only)."""
+
+    def __init__(self, heads: int = 4, **kwargs):
+        super().__init__(**kwargs)
+        self.heads = heads
+        self.norm = None
+        self.mha = None
+
+    def build(self, input_shape):
+        ch = input_shape[-1]
+        self.norm = layers.GroupNormalization(_groups(ch))
+        self.norm.build(input_shape)
+        heads = max(1, min(self.heads, ch // 8))
+        self.mha = layers.MultiHeadAttention(heads, key_dim=ch // heads)
+        seq = (input_shape[0], None, ch)
+        self.mha.build(seq, seq)
+        super().build(input_shape)
+
+    def call(self, x):
+        shape = ops.shape(x)
+        seq = ops.reshape(self.norm(x), (shape[0], -1, shape[-1]))
+        out = self.mha(seq, seq)
+        return x + ops.reshape(out, shape)
+
+    def get_config(self):
+        return {**super().get_config(), "heads": self.heads}
+
+
+@keras.saving.register_keras_serializable(PKG)
+class Upsample(layers.Layer):
+    """Nearest-neighbour x2 upsampling followed by a 3x3 convolution."""
+
+    def __init__(self, filters: int, spatial_dims: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.spatial_dims = filters, spatial_dims
+        self.up = {2: layers.UpSampling2D, 3: layers.UpSampling3D}[spatial_dims](2)
+        self.conv = conv(spatial_dims, filters)
+
+    def build(self, input_shape):
+        up_shape = tuple(input_shape[:1]) + tuple(None if s is None else 2 * s for s in input_shape[1:-1]) + (
+            input_shape[-1],)
+        self.conv.build(up_shape)
+        super().build(input_shape)
+
+    def call(self, x):
+        return self.conv(self.up(x))
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "spatial_dims": self.spatial_dims}

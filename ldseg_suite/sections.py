@@ -1,0 +1,117 @@
+"""Config sections shared by the methods, and the registry of methods -> schema and runner.
+
+Imports no TensorFlow, so a bad config is reported in well under a second.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from ldseg_suite.config import Schema, field
+from ldseg_suite.errors import LDSegError
+
+
+@dataclass(frozen=True)
+class Run:
+    Method: str = field(help="which method runs (ldseg, ...)")
+    Mode: str = field("infer", help="default mode when --mode is not given")
+    Seed: int = field(0, min=0, help="seeds the split, initialisation, training and sampling")
+
+
+@dataclass(frozen=True)
+class Data:
+    Root: str = field(help="data folder (relative paths are relative to the working directory)")
+    Layout: str = field("auto", choices=("auto", "folders", "glas"),
+                        help="folders: images/ + labels/ matched by stem; glas: name.bmp + name_anno.bmp")
+    Kind: str = field("2d", choices=("2d", "2d+t", "3d"))
+    Size: tuple[int, ...] = field((64, 64), min=8, length=(2, 3), help="network input size (H, W[, D])")
+    Channels: int = field(3, min=1, help="image channels (1 grey, 3 RGB)")
+    Classes: int = field(2, min=2, help="label classes including background")
+    Binarize: bool = field(False, help="labels > 0 -> 1 (instance labels to foreground)")
+    Normalize: str = field("minmax", choices=("minmax", "zscore", "none"))
+    Split: tuple[float, ...] = field((0.7, 0.1, 0.2), min=0.0, max=1.0, length=3,
+                                     help="train, val, test fractions by subject")
+    Augment: bool = field(True, help="flips, 90-degree rotations, intensity jitter")
+
+    def validate(self):
+        if abs(sum(self.Split) - 1.0) > 1e-6:
+            raise LDSegError(f"Split = {', '.join(map(str, self.Split))}: the three fractions must sum to 1")
+        if self.Kind == "2d" and len(self.Size) != 2:
+            raise LDSegError(f"Size has {len(self.Size)} values but Kind = 2d needs 2 (H, W)")
+        if self.Kind != "2d" and len(self.Size) != 3:
+            raise LDSegError(f"Size has {len(self.Size)} values but Kind = {self.Kind} needs 3 (H, W, D or T)")
+
+
+@dataclass(frozen=True)
+class NoiseScheduler:
+    Scheduler: str = field("linear", choices=("linear", "cosine"))
+    Beta_0: float = field(1e-4, min=0.0, max=1.0, help="first beta of the linear schedule")
+    Beta_T: float = field(0.02, min=0.0, max=1.0, help="last beta of the linear schedule")
+    Timesteps: int = field(1000, min=2, max=100000)
+
+    def validate(self):
+        if self.Scheduler == "linear" and not self.Beta_0 < self.Beta_T:
+            raise LDSegError(f"Beta_0 = {self.Beta_0} must be smaller than Beta_T = {self.Beta_T}")
+
+
+@dataclass(frozen=True)
+class Sampler:
+    Sampler: str = field("DDIM", choices=("DDIM", "DDPM"))
+    Sampling_Steps: int = field(15, min=1, help="DDIM steps (DDPM always uses all Timesteps)")
+    Sigma: float = field(0.0, min=0.0, max=1.0, help="DDIM eta: 0 deterministic, 1 DDPM-like")
+    Samples: int = field(1, min=1, help="samples per image; > 1 writes the mean mask and an uncertainty map")
+    BatchSize: int = field(8, min=1)
+    JitCompile: bool = field(False, help="compile the sampling loop with XLA")
+
+
+@dataclass(frozen=True)
+class Training:
+    Epochs: int = field(100, min=1)
+    BatchSize: int = field(8, min=1)
+    LearningRate: float = field(2e-4, min=0.0, max=1.0)
+    Resume: bool = field(True, help="continue from the run directory's last checkpoint")
+    EMA: float = field(0.999, min=0.0, max=1.0, help="EMA momentum of the weights (0 = off)")
+    ClipNorm: float = field(1.0, min=0.0, help="gradient clipping by norm (0 = off)")
+    StepsPerEpoch: int = field(0, min=0, help="0 = one pass over the training set")
+    Precision: str = field("float32", choices=("float32", "mixed_float16", "mixed_bfloat16"))
+    JitCompile: bool = field(False)
+
+
+@dataclass(frozen=True)
+class Output:
+    Weights: str = field("", help="weights file to load for infer/gif/sweep ('' = the run's checkpoint)")
+    Gifs: int = field(2, min=0, help="how many cases get a reverse-diffusion GIF")
+    GifFrames: int = field(16, min=2, help="frames per GIF at most")
+
+
+@dataclass(frozen=True)
+class Distribute:
+    Strategy: str = field("none", choices=("none", "mirrored", "multiworker"))
+
+
+# Method registry: name -> (schema, "module:function" that runs a mode). Filled by the method modules'
+# schema definitions below; runners are imported lazily (they import TensorFlow).
+METHODS: dict[str, tuple[Schema, str]] = {}
+
+
+def register(name: str, schema: Schema, runner: str) -> None:
+    METHODS[name] = (schema, runner)
+
+
+def schema_for(method: str, source: str) -> Schema:
+    _load_schemas()
+    if method not in METHODS:
+        from ldseg_suite.config import _closest
+
+        raise LDSegError(f"{source}: [Run] Method = {method}: unknown method" + _closest(method, METHODS))
+    return METHODS[method][0]
+
+
+def runner_for(method: str):
+    _load_schemas()
+    module, func = METHODS[method][1].split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def _load_schemas():
+    import ldseg_suite.tasks.ldseg_schema  # noqa: F401  (registers 'ldseg')
