@@ -1,0 +1,47 @@
+"""Argument parsing and dispatch for run.py. Exit codes: 0 ok, 2 bad input or config, 130 interrupted."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ldseg_suite import config, sections
+from ldseg_suite.errors import LDSegError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run.py", description="Run a method of ldseg-suite from an .ini config.")
+    p.add_argument("--cfg", required=True, help="config file, e.g. cfg/glas.ini")
+    p.add_argument("--mode", help="what to do (default: the config's [Run] Mode), e.g. train, infer, gif, sweep")
+    p.add_argument("--out", help="run directory (default: outputs/<config name>)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue training from the run directory's checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist in the run directory")
+    p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    return p
+
+
+def run(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = list(args.set) + (["Training.Resume=true"] if args.resume else [])
+    cfg = config.load(args.cfg, sections.schema_for, overrides)
+    mode = args.mode or cfg.Run.Mode
+    out = Path(args.out) if args.out else Path("outputs") / Path(args.cfg).stem
+    runner = sections.runner_for(cfg.Run.Method)
+    return runner(cfg, mode, out, overwrite=args.overwrite) or 0
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        return run(argv)
+    except LDSegError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

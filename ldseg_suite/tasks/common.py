@@ -1,0 +1,91 @@
+"""What every method's runner needs: the run directory, the case list and its split."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ldseg_suite.data import layout, pipeline, splits
+from ldseg_suite.errors import LDSegError
+
+
+def prepare_run_dir(out: Path, protected: list[str], overwrite: bool) -> Path:
+    """Create the run directory; refuse to replace any of ``protected`` outputs unless ``overwrite``."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise LDSegError(f"--out {out}: exists and is not a directory")
+    existing = [name for name in protected if (out / name).exists()]
+    if existing and not overwrite:
+        raise LDSegError(f"--out {out}: already holds {', '.join(existing)} from an earlier run; "
+                         f"pass --overwrite to replace them or choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise LDSegError(f"--out {out}: cannot write to the run directory ({exc.strerror})") from None
+    return out
+
+
+def spatial_dims(kind: str) -> int:
+    return 2 if kind == "2d" else 3
+
+
+@dataclass
+class Prepared:
+    """Cases of one split, loaded, plus their network-size arrays."""
+
+    cases: list          # layout.Case (original image, label, geometry)
+    images: np.ndarray   # (N, *Size, C) float32
+    labels: np.ndarray   # (N, *Size) int32, or None when some case has no label
+
+    @property
+    def names(self):
+        return [c.name for c in self.cases]
+
+
+def load_splits(data_cfg, seed: int, run_dir: Path) -> dict[str, Prepared]:
+    """Find, load, split (by subject, seeded, written to ``run_dir/split.csv``) and prepare the cases."""
+    root = Path(data_cfg.Root)
+    if not root.is_dir():
+        raise LDSegError(f"[Data] Root = {data_cfg.Root}: folder not found (expected a data folder, "
+                         f"e.g. data/glas)")
+    paths = layout.find_cases(root, data_cfg.Layout)
+    split_file = run_dir / "split.csv"
+    names = [p.name for p in paths]
+    if split_file.is_file():
+        split = splits.read_split(split_file)
+        unknown = sorted(set(n for part in split.values() for n in part) - set(names))
+        if unknown:
+            raise LDSegError(f"{split_file}: names cases not in [Data] Root = {root} "
+                             f"({', '.join(unknown[:3])}...); use a new --out")
+    else:
+        split = splits.split_cases(names, tuple(data_cfg.Split), seed=seed)
+        splits.write_split(split_file, split)
+    by_name = {p.name: p for p in paths}
+    prepared = {}
+    for part, part_names in split.items():
+        cases = [layout.load_case(by_name[n], data_cfg.Kind, data_cfg.Classes, data_cfg.Binarize)
+                 for n in part_names]
+        images, labels = [], []
+        for case in cases:
+            if case.image.shape[-1] != data_cfg.Channels:
+                raise LDSegError(f"{by_name[case.name].image}: has {case.image.shape[-1]} channels but "
+                                 f"[Data] Channels = {data_cfg.Channels}")
+            image, label = pipeline.prepare_case(case, tuple(data_cfg.Size), data_cfg.Normalize)
+            images.append(image)
+            labels.append(label)
+        has_labels = all(lab is not None for lab in labels)
+        empty_img = np.zeros((0, *data_cfg.Size, data_cfg.Channels), np.float32)
+        prepared[part] = Prepared(cases, np.stack(images) if images else empty_img,
+                                  np.stack(labels) if images and has_labels else None)
+    return prepared
+
+
+def atomic_csv(frame, path: Path) -> None:
+    tmp = path.with_name(f".tmp_{path.name}")
+    frame.to_csv(tmp, index=False, float_format="%.4f")
+    os.replace(tmp, path)

@@ -1,0 +1,159 @@
+"""Training loop shared by every method: optimiser, atomic checkpoints, resume, NaN guard, logs.
+
+A checkpoint is a whole-model ``.keras`` file (weights, optimiser state incl. EMA, the model's seed
+generator state) plus ``latest.json`` naming it with the epoch it completed. Each file is written under a
+temporary name and renamed, and ``latest.json`` is replaced last, so a kill at any moment leaves the
+previous complete checkpoint in place.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from ldseg_suite.errors import LDSegError
+
+LATEST = "latest.json"
+FINAL_WEIGHTS = "model.weights.h5"
+
+
+def make_optimizer(training_cfg):
+    ema = training_cfg.EMA
+    return keras.optimizers.Adam(
+        learning_rate=training_cfg.LearningRate,
+        clipnorm=training_cfg.ClipNorm or None,
+        use_ema=ema > 0,
+        ema_momentum=ema if ema > 0 else 0.99,
+    )
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".tmp_{path.name}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(model, ckpt_dir: Path, epoch: int, keep: int = 2) -> Path:
+    """Save the whole model after ``epoch`` (1-based count of completed epochs) atomically."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    name = f"epoch_{epoch:04d}.keras"
+    tmp = ckpt_dir / f"tmp_{name}"
+    model.save(tmp)
+    os.replace(tmp, ckpt_dir / name)
+    atomic_write_text(ckpt_dir / LATEST, json.dumps({"epoch": epoch, "file": name,
+                                                      "numpy_rng": np.random.get_state()[1][:4].tolist()}))
+    for old in sorted(ckpt_dir.glob("epoch_*.keras"))[:-keep]:
+        old.unlink()
+    return ckpt_dir / name
+
+
+def latest_checkpoint(ckpt_dir: Path):
+    """(path, completed epochs) of the last complete checkpoint, or (None, 0)."""
+    info_path = ckpt_dir / LATEST
+    if not info_path.is_file():
+        return None, 0
+    try:
+        info = json.loads(info_path.read_text())
+        path = ckpt_dir / info["file"]
+        epoch = int(info["epoch"])
+    except (ValueError, KeyError, TypeError):
+        raise LDSegError(f"{info_path}: unreadable checkpoint index (expected JSON with 'epoch' and 'file')") from None
+    if not path.is_file():
+        raise LDSegError(f"{info_path}: names {info['file']}, which is missing")
+    return path, epoch
+
+
+def load_checkpoint(path: Path):
+    try:
+        return keras.models.load_model(path, safe_mode=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to read the file is a bad input
+        raise LDSegError(f"{path}: cannot load checkpoint ({exc.__class__.__name__}: "
+                         f"{str(exc).splitlines()[0][:200]})") from None
+
+
+def load_weights(model, path: Path, what: str) -> None:
+    """Load a ``.weights.h5`` file into ``model``; a file of another configuration is a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise LDSegError(f"{what} = {path}: weights file not found (train with --mode train, "
+                         f"or point it at a .weights.h5 file)")
+    try:
+        model.load_weights(path)
+    except Exception as exc:  # noqa: BLE001
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else exc.__class__.__name__
+        raise LDSegError(f"{what} = {path}: weights do not match this config's [Model] ({first})") from None
+
+
+class Checkpointer(keras.callbacks.Callback):
+    """Atomic whole-model checkpoint after every epoch; also on SIGINT (then exits 130)."""
+
+    def __init__(self, ckpt_dir: Path):
+        super().__init__()
+        self.ckpt_dir = ckpt_dir
+        self.completed = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.completed = epoch + 1
+        save_checkpoint(self.model, self.ckpt_dir, self.completed)
+
+
+class NaNGuard(keras.callbacks.Callback):
+    """Stop at the first non-finite loss, naming the epoch and step; the last checkpoint stays."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+        self.failed = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.failed = f"loss became {float(loss)} at epoch {self.epoch + 1}, step {batch + 1}"
+            self.model.stop_training = True
+
+
+def fit(model, train_ds, steps_per_epoch: int, epochs: int, run_dir: Path, training_cfg, val_ds=None,
+        val_steps=None):
+    """Train ``model`` (already built) to ``epochs`` total epochs, resuming from ``run_dir/checkpoints``.
+
+    Returns the trained model (the checkpoint's model object when resumed) with EMA weights swapped in.
+    """
+    ckpt_dir = run_dir / "checkpoints"
+    path, done = latest_checkpoint(ckpt_dir)
+    if path is not None:
+        if not training_cfg.Resume:
+            raise LDSegError(f"{ckpt_dir} has a checkpoint (epoch {done}); pass --resume to continue it "
+                             f"or --out to start a new run")
+        model = load_checkpoint(path)
+        print(f"resuming from {path} (completed epochs: {done})", flush=True)
+    else:
+        model.compile(optimizer=make_optimizer(training_cfg), jit_compile=training_cfg.JitCompile)
+    if done >= epochs:
+        print(f"nothing to do: {done} epochs already completed (asked for {epochs})", flush=True)
+    else:
+        guard = NaNGuard()
+        callbacks = [guard, Checkpointer(ckpt_dir), keras.callbacks.TensorBoard(str(run_dir / "logs"))]
+        try:
+            model.fit(train_ds, steps_per_epoch=steps_per_epoch, epochs=epochs, initial_epoch=done,
+                      validation_data=val_ds, validation_steps=val_steps, callbacks=callbacks,
+                      verbose=1 if sys.stdout.isatty() else 2)
+        except KeyboardInterrupt:
+            save_checkpoint(model, ckpt_dir, callbacks[1].completed or done)
+            print(f"interrupted: checkpoint saved in {ckpt_dir}", file=sys.stderr)
+            raise
+        if guard.failed:
+            raise LDSegError(f"training stopped: {guard.failed}; the last good checkpoint is kept in {ckpt_dir}")
+    if done >= epochs and model.optimizer is not None:  # model.fit swaps in the EMA weights itself
+        model.optimizer.finalize_variable_values(model.trainable_variables)
+    tmp = run_dir / f"tmp_{FINAL_WEIGHTS}"
+    model.save_weights(tmp)
+    os.replace(tmp, run_dir / FINAL_WEIGHTS)
+    return model
