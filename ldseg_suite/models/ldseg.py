@@ -89,7 +89,7 @@ class LDSeg(keras.Model):
         return eps, logits
 
     def _loss_terms(self, data, training):
-        image, onehot = data
+        image, onehot, _ = keras.utils.unpack_x_y_sample_weight(data)
         batch = ops.shape(image)[0]
         latent_shape = (batch,) + tuple(s // self.hp["downsample"] for s in image.shape[1:-1]) + (
             self.hp["latent_channels"],)
