@@ -144,7 +144,7 @@ def fit(model, train_ds, steps_per_epoch: int, epochs: int, run_dir: Path, train
         try:
             model.fit(train_ds, steps_per_epoch=steps_per_epoch, epochs=epochs, initial_epoch=done,
                       validation_data=val_ds, validation_steps=val_steps, callbacks=callbacks,
-                      verbose=1 if sys.stdout.isatty() else 2)
+                      shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
         except KeyboardInterrupt:
             save_checkpoint(model, ckpt_dir, callbacks[1].completed or done)
             print(f"interrupted: checkpoint saved in {ckpt_dir}", file=sys.stderr)

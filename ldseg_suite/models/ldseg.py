@@ -50,7 +50,7 @@ class LDSeg(keras.Model):
         self.alphas_cumprod = alphas_cumprod(betas(schedule, timesteps, beta_0, beta_T))
         self._acp = tf.constant(self.alphas_cumprod)
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self.trackers = {k: keras.metrics.Mean(name=k) for k in ("loss", "noise", "ce", "dice")}
+        self.trackers = {k: keras.metrics.Mean(name=k) for k in ("loss", "noise", "ce", "dice_loss")}
 
     # -- structure -------------------------------------------------------------------------------------
     def build(self, input_shape):
@@ -107,7 +107,7 @@ class LDSeg(keras.Model):
         # scaled by the global batch, so a tf.distribute run (gradients summed over replicas) needs no change
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         loss = ops.sum(per_example) / ops.cast(batch * replicas, "float32")
-        parts = {"noise": noise_loss, "ce": ce, "dice": dice_loss}
+        parts = {"noise": noise_loss, "ce": ce, "dice_loss": dice_loss}
         return loss, per_example, parts
 
     def _update(self, per_example, parts):

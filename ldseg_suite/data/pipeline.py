@@ -1,0 +1,97 @@
+"""One tf.data builder for 2D, 2D+t and 3D samples, plus per-case resizing and normalisation."""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+from skimage.transform import resize
+
+from ldseg_suite.errors import LDSegError
+
+
+def normalize(image: np.ndarray, mode: str = "minmax") -> np.ndarray:
+    """Per case and channel: ``minmax`` to [0, 1], ``zscore``, or ``none``."""
+    image = image.astype(np.float32)
+    axes = tuple(range(image.ndim - 1))
+    if mode == "minmax":
+        lo, hi = image.min(axis=axes), image.max(axis=axes)
+        return (image - lo) / np.where(hi > lo, hi - lo, 1.0)
+    if mode == "zscore":
+        return (image - image.mean(axis=axes)) / np.maximum(image.std(axis=axes), 1e-6)
+    if mode == "none":
+        return image
+    raise LDSegError(f"Normalize = {mode}: expected minmax, zscore or none")
+
+
+def resize_image(image: np.ndarray, size) -> np.ndarray:
+    """Linear resize of (*spatial, C) to (*size, C), anti-aliased when shrinking."""
+    size = tuple(int(s) for s in size)
+    if image.shape[:-1] == size:
+        return image.astype(np.float32)
+    shrink = any(s < o for s, o in zip(size, image.shape[:-1]))
+    return resize(image, size + image.shape[-1:], order=1, anti_aliasing=shrink,
+                  preserve_range=True).astype(np.float32)
+
+
+def resize_label(label: np.ndarray, size) -> np.ndarray:
+    """Nearest-neighbour resize of a label map."""
+    size = tuple(int(s) for s in size)
+    if label.shape == size:
+        return label.astype(np.int32)
+    return resize(label, size, order=0, anti_aliasing=False, preserve_range=True).astype(np.int32)
+
+
+def restore_label(label: np.ndarray, shape) -> np.ndarray:
+    return resize_label(label, shape)
+
+
+def prepare_case(case, size, normalize_mode: str = "minmax"):
+    """(normalised image at network size, label at network size or None)."""
+    image = resize_image(normalize(case.image, normalize_mode), size)
+    label = None if case.label is None else resize_label(case.label, size)
+    return image, label
+
+
+def _augment(image, label, seed, spatial: int):
+    """Flips on every spatial axis and 90-degree turns in (H, W), identical for image and label;
+    intensity jitter on the image. Stateless ops seeded per element."""
+    seeds = tf.random.experimental.stateless_split(seed, 4)
+    flips = tf.random.stateless_uniform([spatial], seeds[0]) < 0.5
+    for axis in range(spatial):
+        image = tf.cond(flips[axis], lambda: tf.reverse(image, [axis]), lambda: image)
+        label = tf.cond(flips[axis], lambda: tf.reverse(label, [axis]), lambda: label)
+    if image.shape[0] == image.shape[1]:  # 90-degree turns keep the shape only for square (H, W)
+        k = tf.random.stateless_uniform([], seeds[1], 0, 4, dtype=tf.int32)
+        image, label = _rot90(image, k), _rot90(label, k)
+    scale = tf.random.stateless_uniform([], seeds[2], 0.9, 1.1)
+    shift = tf.random.stateless_uniform([], seeds[3], -0.05, 0.05)
+    return image * scale + shift, label
+
+
+def _rot90(x, k):
+    """Rotate by k * 90 degrees in the (H, W) plane: transpose(H, W) then flip H, k times."""
+    perm = [1, 0] + list(range(2, len(x.shape)))
+
+    def once(y):
+        return tf.reverse(tf.transpose(y, perm), [0])
+
+    return tf.switch_case(k, [lambda: x, lambda: once(x), lambda: once(once(x)), lambda: once(once(once(x)))])
+
+
+def make_dataset(images, labels, classes: int, batch_size: int, augment: bool = False, shuffle: bool = False,
+                 seed: int = 0, repeat: bool = False) -> tf.data.Dataset:
+    """(image, one-hot label) batches; images (N, *size, C) float32, labels (N, *size) int."""
+    images = np.asarray(images, np.float32)
+    labels = np.asarray(labels, np.int32)
+    spatial = images.ndim - 2
+    ds = tf.data.Dataset.from_tensor_slices((images, labels))
+    if repeat:
+        ds = ds.repeat()
+    if shuffle:
+        ds = ds.shuffle(min(len(images), 1024), seed=seed, reshuffle_each_iteration=True)
+    if augment:
+        counter = tf.data.Dataset.counter()
+        ds = tf.data.Dataset.zip((ds, counter)).map(
+            lambda pair, i: _augment(pair[0], pair[1], tf.stack([tf.cast(seed, tf.int64), i]), spatial),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(lambda x, y: (x, tf.one_hot(y, classes, dtype=tf.float32)), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
