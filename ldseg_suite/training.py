@@ -153,7 +153,16 @@ def fit(model, train_ds, steps_per_epoch: int, epochs: int, run_dir: Path, train
             raise LDSegError(f"training stopped: {guard.failed}; the last good checkpoint is kept in {ckpt_dir}")
     if done >= epochs and model.optimizer is not None:  # model.fit swaps in the EMA weights itself
         model.optimizer.finalize_variable_values(model.trainable_variables)
-    tmp = run_dir / f"tmp_{FINAL_WEIGHTS}"
-    model.save_weights(tmp)
-    os.replace(tmp, run_dir / FINAL_WEIGHTS)
+    export_weights(model, run_dir / FINAL_WEIGHTS)
     return model
+
+
+def export_weights(model, path: Path) -> Path:
+    """Save the model's weights only (no optimiser slots or EMA copies), atomically."""
+    bare = model.__class__.from_config(model.get_config())
+    bare.build_from_config(model.get_build_config())
+    bare.set_weights(model.get_weights())
+    tmp = path.with_name(f"tmp_{path.name}")
+    bare.save_weights(tmp)
+    os.replace(tmp, path)
+    return path

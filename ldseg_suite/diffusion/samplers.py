@@ -89,6 +89,8 @@ class DiffusionSampler:
                 x_next, x0 = ddim_step(x, eps, ab, ab_prev, self.eta, noise, self.clip)
             else:  # the final step has ab_prev = 1, so zero variance: no noise is added
                 x_next, x0 = ddpm_step(x, eps, ab, ab_prev, noise, self.clip)
+            x_next = tf.ensure_shape(x_next, x.shape)
+            x0 = tf.ensure_shape(x0, x.shape)
             if self.capture:
                 traj_x, traj_x0 = traj_x.write(i, x_next), traj_x0.write(i, x0)
             return i + 1, x_next, traj_x, traj_x0

@@ -92,7 +92,7 @@ class Encoder(layers.Layer):
         ch = base_channels
         for _ in range(levels):
             self.stages.append(ResBlock(ch, sd, conditioned=False))
-            ch = min(ch * 2, 4 * base_channels)
+            ch = min(ch * 2, 2 * base_channels)
             self.stages.append(conv(sd, ch, strides=2))
         self.final_block = ResBlock(ch, sd, conditioned=False)
         self.out_norm = layers.GroupNormalization(_groups(ch))
@@ -122,7 +122,7 @@ class Decoder(layers.Layer):
         self.out_channels, self.upsample, self.spatial_dims = out_channels, upsample, spatial_dims
         self.base_channels = base_channels
         sd, levels = spatial_dims, int(round(math.log2(upsample)))
-        ch = min(base_channels * 2 ** levels, 4 * base_channels)
+        ch = min(base_channels * 2 ** levels, 2 * base_channels)
         self.stem = conv(sd, ch)
         self.stages = [ResBlock(ch, sd, conditioned=False)]
         for _ in range(levels):

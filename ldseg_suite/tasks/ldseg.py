@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -100,7 +101,7 @@ def segment_all(cfg, model, sampler, images: np.ndarray, progress: str = "") -> 
     s = cfg.Sampler
     means, stds = [], []
     batches = range(0, len(images), s.BatchSize)
-    bar = keras.utils.Progbar(len(batches) * s.Samples, unit_name="batch") if progress else None
+    bar = keras.utils.Progbar(len(batches) * s.Samples, unit_name="batch", verbose=_bar_verbosity()) if progress else None
     for b, i in enumerate(batches):
         batch = tf.constant(images[i:i + s.BatchSize])
         draws = []
@@ -198,7 +199,7 @@ def sweep(cfg, model, test, run_dir: Path) -> None:
     noise = rng.standard_normal(test.images.shape).astype(np.float32)
     rows, gif_frames = [], {c.name: [] for c in test.cases[:sw.Gifs]}
     sd = spatial_dims(cfg.Data.Kind)
-    bar = keras.utils.Progbar(len(sigmas), unit_name="sigma")
+    bar = keras.utils.Progbar(len(sigmas), unit_name="sigma", verbose=_bar_verbosity())
     for sigma in sigmas:
         noisy = test.images + sigma * noise
         probs, _ = segment_all(cfg, model, sampler, noisy)
@@ -225,3 +226,8 @@ def sweep(cfg, model, test, run_dir: Path) -> None:
     print(f"sweep: {len(sigmas)} sigmas x {len(test.cases)} cases; mean Dice at sigma {sigmas[0]:g}: {clean:.4f}, "
           f"at {sigmas[-1]:g}: {table[table.sigma == sigmas[-1]].filter(like='dice_').mean().mean():.4f} "
           f"-> {run_dir / 'sweep.csv'}", flush=True)
+
+
+def _bar_verbosity() -> int:
+    """A live progress bar on a terminal, one summary line in logs."""
+    return 1 if sys.stdout.isatty() else 2
