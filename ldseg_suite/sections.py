@@ -24,7 +24,7 @@ class Data:
     Layout: str = field("auto", choices=("auto", "folders", "glas"),
                         help="folders: images/ + labels/ matched by stem; glas: name.bmp + name_anno.bmp")
     Kind: str = field("2d", choices=("2d", "2d+t", "3d"))
-    Size: tuple[int, ...] = field((64, 64), min=8, length=(2, 3), help="network input size (H, W[, D])")
+    Size: tuple[int, ...] = field((64, 64), min=4, length=(2, 3), help="network input size (H, W[, D])")
     Channels: int = field(3, min=1, help="image channels (1 grey, 3 RGB)")
     Classes: int = field(2, min=2, help="label classes including background")
     Binarize: bool = field(False, help="labels > 0 -> 1 (instance labels to foreground)")

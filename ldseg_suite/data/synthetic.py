@@ -119,7 +119,7 @@ def make_knee(n: int, size=(64, 64, 32), seed: int = 0):
         labels = np.zeros(size, np.uint8)
         gap = rng.uniform(0.05, 0.08) * h          # joint space between the bones (rows)
         mid = rng.uniform(0.45, 0.55) * h
-        cart = rng.uniform(2.0, 3.2)               # cartilage thickness (rows)
+        cart = rng.uniform(3.0, 4.5)               # cartilage thickness (rows)
         cx = rng.uniform(0.45, 0.55) * w
         half_w = rng.uniform(0.28, 0.36) * w
         depth_c, depth_r = d / 2, rng.uniform(0.35, 0.45) * d

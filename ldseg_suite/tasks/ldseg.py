@@ -116,13 +116,22 @@ def segment_all(cfg, model, sampler, images: np.ndarray, progress: str = "") -> 
     return np.concatenate(means), np.concatenate(stds)
 
 
-def _score(cfg, case, labels) -> dict:
-    target = case.label
-    row = {"case": case.name, **metrics.per_class(labels, target, cfg.Data.Classes, case.geometry.spacing)}
-    fg = range(1, cfg.Data.Classes)
+def _summarise(row: dict, classes: int) -> dict:
+    """Add dice/iou/hd95 as the mean over foreground classes (or the one foreground class)."""
     for m in ("dice", "iou", "hd95"):
-        row[m] = float(np.nanmean([row[f"{m}_{c}"] for c in fg])) if cfg.Data.Classes > 2 else row.pop(f"{m}_1")
+        row[m] = float(np.nanmean([row[f"{m}_{c}"] for c in range(1, classes)])) if classes > 2 \
+            else row.pop(f"{m}_1")
     return row
+
+
+def score_rows(cfg, case, labels) -> list[dict]:
+    """Metric rows of one case: one row, or one per frame for 2D+t (frames scored as 2D images)."""
+    k, spacing = cfg.Data.Classes, case.geometry.spacing
+    if cfg.Data.Kind != "2d+t":
+        return [_summarise({"case": case.name, **metrics.per_class(labels, case.label, k, spacing)}, k)]
+    return [_summarise({"case": case.name, "frame": f,
+                        **metrics.per_class(labels[..., f], case.label[..., f], k, spacing[:2])}, k)
+            for f in range(labels.shape[-1])]
 
 
 def _to_original(case, probs: np.ndarray) -> np.ndarray:
@@ -150,22 +159,31 @@ def infer(cfg, model, test, run_dir: Path) -> None:
     pred_dir = run_dir / "predictions"
     pred_dir.mkdir(exist_ok=True)
     rows = []
-    for case, p, u in zip(test.cases, probs, uncertainty):
+    sd = spatial_dims(cfg.Data.Kind)
+    for i, (case, p, u) in enumerate(zip(test.cases, probs, uncertainty)):
         labels = _to_original(case, p)
         write_prediction(pred_dir, case, labels)
         if cfg.Sampler.Samples > 1:
             u8 = np.clip(pipeline.resize_image(u[..., None], case.geometry.shape)[..., 0] * 2 * 255, 0, 255)
             write_prediction(pred_dir, case, u8.astype(np.uint8), suffix="_uncertainty")
         if case.label is not None:
-            rows.append(_score(cfg, case, labels))
+            rows.extend(score_rows(cfg, case, labels))
+        if sd == 3 and i < cfg.Output.Gifs:
+            name = "frames" if cfg.Data.Kind == "2d+t" else "slices"
+            gif = gifs.slices_gif(run_dir / "gifs" / f"{case.name}_{name}.gif", case.image, labels,
+                                  "frame" if name == "frames" else "slice")
+            print(f"gif: {gif}", flush=True)
     print(f"segmented {len(test.cases)} cases in {time.time() - start:.1f} s -> {pred_dir}", flush=True)
     if rows:
         table = pd.DataFrame(rows)
-        mean = {"case": "mean", **table.drop(columns="case").mean(numeric_only=True).to_dict()}
+        mean = {"case": "mean", **table.drop(columns=["case", "frame"], errors="ignore").mean().to_dict()}
         table = pd.concat([table, pd.DataFrame([mean])], ignore_index=True)
         atomic_csv(table, run_dir / "metrics.csv")
-        print(f"held-out mean: dice {mean['dice']:.4f}  iou {mean['iou']:.4f}  hd95 {mean['hd95']:.2f} "
-              f"({len(rows)} cases) -> {run_dir / 'metrics.csv'}", flush=True)
+        per_class = "  ".join(f"dice_{c} {mean[f'dice_{c}']:.4f}" for c in range(1, cfg.Data.Classes)
+                              if f"dice_{c}" in mean)
+        print(f"held-out mean ({len(test.cases)} cases{', per frame' if 'frame' in table else ''}): "
+              f"dice {mean['dice']:.4f}  iou {mean['iou']:.4f}  hd95 {mean['hd95']:.2f}  {per_class} "
+              f"-> {run_dir / 'metrics.csv'}", flush=True)
     if cfg.Output.Gifs:
         make_gifs(cfg, model, test, run_dir)
 

@@ -90,3 +90,16 @@ def reverse_diffusion_gif(path, image, latents, segmentations, timesteps, fps: f
         frames.append(render(panels, ["source image", "latent z_t (ch 0)", "decoded segmentation", "overlay"],
                              suptitle=f"t = {t}"))
     return write_gif(path, frames, fps)
+
+
+def slices_gif(path, image, labels, what: str = "slice", fps: float = 6.0) -> Path:
+    """Sweep through axis 2 of a volume (slices, or frames of 2D+t): image and label overlay per frame."""
+    image, labels = np.asarray(image), np.asarray(labels)
+    lo, hi = float(image.min()), float(image.max())
+    norm = (image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)
+    frames = []
+    for k in range(labels.shape[2]):
+        sl = np.clip(norm[:, :, k], 0, 1)
+        frames.append(render([np.repeat(sl[..., :1], 3, -1), overlay(sl, labels[:, :, k])], ["image", "segmentation"],
+                             suptitle=f"{what} {k + 1}/{labels.shape[2]}", layout="row"))
+    return write_gif(path, frames, fps)
