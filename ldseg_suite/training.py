@@ -15,6 +15,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from ldseg_suite.errors import LDSegError
 
@@ -92,12 +93,14 @@ def load_weights(model, path: Path, what: str) -> None:
 class Checkpointer(keras.callbacks.Callback):
     """Atomic whole-model checkpoint after every epoch; also on SIGINT (then exits 130)."""
 
-    def __init__(self, ckpt_dir: Path):
+    def __init__(self, ckpt_dir: Path, guard: "NaNGuard"):
         super().__init__()
-        self.ckpt_dir = ckpt_dir
+        self.ckpt_dir, self.guard = ckpt_dir, guard
         self.completed = 0
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.guard.failed:  # never overwrite the last good checkpoint with non-finite weights
+            return
         self.completed = epoch + 1
         save_checkpoint(self.model, self.ckpt_dir, self.completed)
 
@@ -120,39 +123,43 @@ class NaNGuard(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def fit(model, train_ds, steps_per_epoch: int, epochs: int, run_dir: Path, training_cfg, val_ds=None,
-        val_steps=None):
-    """Train ``model`` (already built) to ``epochs`` total epochs, resuming from ``run_dir/checkpoints``.
+def fit(build_model, train_ds, steps_per_epoch: int, epochs: int, run_dir: Path, training_cfg, val_ds=None,
+        val_steps=None, strategy=None):
+    """Train to ``epochs`` total epochs, resuming from ``run_dir/checkpoints`` when it has a checkpoint.
 
-    Returns the trained model (the checkpoint's model object when resumed) with EMA weights swapped in.
+    ``build_model()`` makes a new built model (called inside ``strategy.scope()``). Returns the trained
+    model with its EMA weights swapped in, also exported to ``run_dir/model.weights.h5``.
     """
+    strategy = strategy or tf.distribute.get_strategy()
     ckpt_dir = run_dir / "checkpoints"
     path, done = latest_checkpoint(ckpt_dir)
-    if path is not None:
-        if not training_cfg.Resume:
-            raise LDSegError(f"{ckpt_dir} has a checkpoint (epoch {done}); pass --resume to continue it "
-                             f"or --out to start a new run")
-        model = load_checkpoint(path)
-        print(f"resuming from {path} (completed epochs: {done})", flush=True)
-    else:
-        model.compile(optimizer=make_optimizer(training_cfg), jit_compile=training_cfg.JitCompile)
+    with strategy.scope():
+        if path is not None:
+            if not training_cfg.Resume:
+                raise LDSegError(f"{ckpt_dir} has a checkpoint (epoch {done}); pass --resume to continue it "
+                                 f"or --out to start a new run")
+            model = load_checkpoint(path)
+            print(f"resuming from {path} (completed epochs: {done})", flush=True)
+        else:
+            model = build_model()
+            model.compile(optimizer=make_optimizer(training_cfg), jit_compile=training_cfg.JitCompile)
     if done >= epochs:
         print(f"nothing to do: {done} epochs already completed (asked for {epochs})", flush=True)
+        model.optimizer.finalize_variable_values(model.trainable_variables)  # model.fit would do this
     else:
         guard = NaNGuard()
-        callbacks = [guard, Checkpointer(ckpt_dir), keras.callbacks.TensorBoard(str(run_dir / "logs"))]
+        checkpointer = Checkpointer(ckpt_dir, guard)
+        callbacks = [guard, checkpointer, keras.callbacks.TensorBoard(str(run_dir / "logs"))]
         try:
             model.fit(train_ds, steps_per_epoch=steps_per_epoch, epochs=epochs, initial_epoch=done,
                       validation_data=val_ds, validation_steps=val_steps, callbacks=callbacks,
                       shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
         except KeyboardInterrupt:
-            save_checkpoint(model, ckpt_dir, callbacks[1].completed or done)
+            save_checkpoint(model, ckpt_dir, checkpointer.completed or done)
             print(f"interrupted: checkpoint saved in {ckpt_dir}", file=sys.stderr)
             raise
         if guard.failed:
             raise LDSegError(f"training stopped: {guard.failed}; the last good checkpoint is kept in {ckpt_dir}")
-    if done >= epochs and model.optimizer is not None:  # model.fit swaps in the EMA weights itself
-        model.optimizer.finalize_variable_values(model.trainable_variables)
     export_weights(model, run_dir / FINAL_WEIGHTS)
     return model
 

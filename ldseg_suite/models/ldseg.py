@@ -76,10 +76,12 @@ class LDSeg(keras.Model):
 
     # -- training --------------------------------------------------------------------------------------
     def denoise(self, z_t, z_i, t, training=False):
-        return self.denoiser([ops.concatenate([z_t, z_i], axis=-1), t], training=training)
+        """Predicted noise of z_t, in float32 whatever the layers' precision policy."""
+        x = ops.concatenate([ops.cast(z_t, "float32"), ops.cast(z_i, "float32")], axis=-1)
+        return ops.cast(self.denoiser([x, t], training=training), "float32")
 
     def _forward(self, image, onehot, t, noise, training=False):
-        z0 = self.label_encoder(onehot, training=training)
+        z0 = ops.cast(self.label_encoder(onehot, training=training), "float32")
         z_i = self.image_encoder(image, training=training)
         ab = ops.reshape(ops.take(self._acp, t), (-1,) + (1,) * (len(z0.shape) - 1))
         z_t = ops.sqrt(ab) * z0 + ops.sqrt(1.0 - ab) * noise
@@ -98,7 +100,7 @@ class LDSeg(keras.Model):
         eps, logits = self._forward(image, onehot, t, noise, training=training)
         logits = ops.cast(logits, "float32")
         red = tuple(range(1, len(noise.shape)))
-        noise_loss = ops.mean(ops.square(ops.cast(eps, "float32") - noise), axis=red)
+        noise_loss = ops.mean(ops.square(eps - noise), axis=red)
         ce = ops.mean(keras.losses.categorical_crossentropy(onehot, logits, from_logits=True),
                       axis=tuple(range(1, len(onehot.shape) - 1)))
         dice_loss = 1.0 - soft_dice_per_example(onehot, ops.softmax(logits, axis=-1))
@@ -143,11 +145,10 @@ class LDSeg(keras.Model):
         """Class probabilities for a batch of images; also the sampler's output (latents, trajectory)."""
         z_i = self.image_encoder(image, training=False)
         out = sampler(initial_noise(self.latent_shape(image.shape), seed), z_i, seed)
-        probs = ops.softmax(self.label_decoder(out["x0"], training=False), axis=-1)
-        return probs, out
+        return self.decode(out["x0"]), out
 
     def decode(self, latent):
-        return ops.softmax(self.label_decoder(latent, training=False), axis=-1)
+        return ops.softmax(ops.cast(self.label_decoder(latent, training=False), "float32"), axis=-1)
 
 
 def label_round_trip(model: LDSeg, onehot) -> np.ndarray:

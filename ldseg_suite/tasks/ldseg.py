@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from ldseg_suite import metrics, training
+from ldseg_suite import distribute, metrics, training
 from ldseg_suite.data import pipeline, readers
 from ldseg_suite.errors import LDSegError
 from ldseg_suite.models.ldseg import LDSeg
@@ -41,6 +41,7 @@ def run(cfg, mode: str, out: Path, overwrite: bool = False) -> int:
     run_dir = prepare_run_dir(out, OUTPUTS[mode], overwrite)
     cfg.write(run_dir / "config.ini")
     keras.utils.set_random_seed(cfg.Run.Seed)
+    distribute.set_precision(cfg.Training.Precision)
     data = load_splits(cfg.Data, cfg.Run.Seed, run_dir)
     print(f"data: {cfg.Data.Root}: " + ", ".join(f"{k} {len(v.cases)}" for k, v in data.items()), flush=True)
     if mode == "train":
@@ -68,7 +69,8 @@ def train(cfg, data, run_dir: Path) -> None:
         val = pipeline.make_dataset(v.images, v.labels, cfg.Data.Classes, t.BatchSize)
         val_steps = max(1, math.ceil(len(v.cases) / t.BatchSize))
     start = time.time()
-    training.fit(build_model(cfg), ds, steps, t.Epochs, run_dir, t, val, val_steps)
+    training.fit(lambda: build_model(cfg), ds, steps, t.Epochs, run_dir, t, val, val_steps,
+                 strategy=distribute.strategy_for(cfg.Distribute.Strategy))
     print(f"trained to epoch {t.Epochs} in {time.time() - start:.0f} s; weights: "
           f"{run_dir / training.FINAL_WEIGHTS}", flush=True)
 
