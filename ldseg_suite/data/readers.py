@@ -44,7 +44,7 @@ def read_image(path) -> np.ndarray:
 
     path = _need_file(path)
     try:
-        arr = np.asarray(iio.imread(path))
+        arr = _read_tiff_first_page(path) if suffix(path) in (".tif", ".tiff") else np.asarray(iio.imread(path))
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad file
         raise LDSegError(f"{path}: cannot read image ({exc.__class__.__name__}); expected PNG, BMP, JPG or TIFF") from None
     if arr.ndim == 2:
@@ -54,6 +54,17 @@ def read_image(path) -> np.ndarray:
     if arr.shape[-1] in (2, 4):
         arr = arr[..., :-1]
     return arr.astype(np.float32)
+
+
+def _read_tiff_first_page(path) -> np.ndarray:
+    """Only the first page: a corrupt IFD chain can otherwise make a reader walk pages for ever."""
+    import logging
+
+    import tifffile
+
+    logging.getLogger("tifffile").setLevel(logging.ERROR)
+    with tifffile.TiffFile(path) as tif:
+        return np.asarray(tif.pages.first.asarray())
 
 
 def read_label_image(path) -> np.ndarray:
