@@ -202,8 +202,8 @@ def make_gifs(cfg, model, test, run_dir: Path) -> None:
     for case, image in list(zip(test.cases, test.images))[:cfg.Output.Gifs]:
         _, out = model.segment(tf.constant(image[None]), sampler, seed=cfg.Run.Seed)
         steps = gifs.pick_frames(sampler.num_steps, cfg.Output.GifFrames)
-        traj = np.asarray(out["trajectory"])[steps, 0]
-        segs = np.argmax(np.asarray(model.decode(np.asarray(out["x0_trajectory"])[steps, 0])), -1)
+        traj = np.asarray(out["trajectory"])[steps, 0]  # z after each reverse step; the last is the result
+        segs = np.argmax(np.asarray(model.decode(traj)), -1)
         ts = np.asarray(sampler.timesteps)[steps]
         path = gifs.reverse_diffusion_gif(run_dir / "gifs" / f"{case.name}.gif", _mid_slice(image, sd),
                                           [_mid_slice(z, sd) for z in traj], [_mid_slice(s, sd) for s in segs], ts)
