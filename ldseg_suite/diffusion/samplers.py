@@ -69,8 +69,8 @@ class DiffusionSampler:
         return self._loop.experimental_get_tracing_count()
 
     def __call__(self, x_T, cond=None, seed: int = 0):
-        x_T = tf.convert_to_tensor(x_T, tf.float32)
-        cond = tf.zeros([0]) if cond is None else tf.convert_to_tensor(cond, tf.float32)
+        x_T = tf.cast(x_T, tf.float32)
+        cond = tf.zeros([0]) if cond is None else tf.cast(cond, tf.float32)  # schedules and loop stay float32
         return self._loop(x_T, cond, tf.constant(seed, tf.int32))
 
     def _run(self, x, cond, seed):

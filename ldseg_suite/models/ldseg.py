@@ -95,8 +95,7 @@ class LDSeg(keras.Model):
         batch = ops.shape(image)[0]
         latent_shape = (batch,) + tuple(s // self.hp["downsample"] for s in image.shape[1:-1]) + (
             self.hp["latent_channels"],)
-        t = keras.random.randint((batch,), 0, self.hp["timesteps"], seed=self.seed_generator)
-        noise = keras.random.normal(latent_shape, seed=self.seed_generator)
+        t, noise = self.sample_t_and_noise(image, latent_shape)
         eps, logits = self._forward(image, onehot, t, noise, training=training)
         logits = ops.cast(logits, "float32")
         red = tuple(range(1, len(noise.shape)))
@@ -111,6 +110,11 @@ class LDSeg(keras.Model):
         loss = ops.sum(per_example) / ops.cast(batch * replicas, "float32")
         parts = {"noise": noise_loss, "ce": ce, "dice_loss": dice_loss}
         return loss, per_example, parts
+
+    def sample_t_and_noise(self, image, latent_shape):
+        """Random timesteps and latent noise of a training batch (seeded by the model's seed generator)."""
+        t = keras.random.randint((latent_shape[0],), 0, self.hp["timesteps"], seed=self.seed_generator)
+        return t, keras.random.normal(latent_shape, seed=self.seed_generator)
 
     def _update(self, per_example, parts):
         self.trackers["loss"].update_state(per_example)
