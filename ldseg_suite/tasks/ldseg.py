@@ -225,9 +225,10 @@ def sweep(cfg, model, test, run_dir: Path) -> None:
         probs, _ = segment_all(cfg, model, sampler, noisy)
         for idx, (case, p) in enumerate(zip(test.cases, probs)):
             labels = _to_original(case, p)
-            row = {"sigma": float(sigma), "case": case.name}
-            dices = [metrics.dice(labels == c, case.label == c) for c in range(1, cfg.Data.Classes)]
-            row.update({f"dice_{c}": d for c, d in enumerate(dices, start=1)})
+            scored = pd.DataFrame(score_rows(cfg, case, labels))  # as infer scores it (per frame for 2D+t)
+            dices = [float(scored[f"dice_{c}" if cfg.Data.Classes > 2 else "dice"].mean())
+                     for c in range(1, cfg.Data.Classes)]
+            row = {"sigma": float(sigma), "case": case.name, **{f"dice_{c}": d for c, d in enumerate(dices, 1)}}
             rows.append(row)
             if case.name in gif_frames:
                 small = np.argmax(p, -1)
