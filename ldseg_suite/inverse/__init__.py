@@ -1,0 +1,1 @@
+"""Forward operators with adjoints for inverse problems (shared by LSD-EBM, MGDCR and TPDM)."""
