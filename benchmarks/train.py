@@ -100,11 +100,11 @@ def conv_flops(model, spatial, batch) -> float:
 
 def one(spec_json: str) -> dict:
     """Run one configuration (in this process) and return its figures."""
-    import ldseg_suite  # noqa: F401
     import keras
     import numpy as np
     import tensorflow as tf
 
+    import ldseg_suite  # noqa: F401
     from ldseg_suite.models.ldseg import LDSeg
 
     name, spatial, batch, jit, base, mult, down = json.loads(spec_json)
@@ -138,10 +138,10 @@ def one(spec_json: str) -> dict:
 
 def infer_memory(spec_json: str) -> dict:
     """Peak RSS of segmenting one volume of the given size with the knee config's architecture."""
-    import ldseg_suite  # noqa: F401
     import numpy as np
     import tensorflow as tf
 
+    import ldseg_suite  # noqa: F401
     from ldseg_suite import config, sections
     from ldseg_suite.tasks.ldseg import build_model
 
@@ -160,8 +160,9 @@ def infer_memory(spec_json: str) -> dict:
 
 
 def matmul_peak() -> float:
-    import ldseg_suite  # noqa: F401
     import tensorflow as tf
+
+    import ldseg_suite  # noqa: F401
 
     a = tf.random.normal((2048, 2048))
     mm = tf.function(lambda a: tf.matmul(a, a))
@@ -175,7 +176,8 @@ def matmul_peak() -> float:
 
 
 def subprocess_json(func: str, spec) -> dict:
-    code = f"import json; from benchmarks.train import {func}; print('@@' + json.dumps({func}({json.dumps(json.dumps(spec))})))"
+    arg = json.dumps(json.dumps(spec))
+    code = f"import json; from benchmarks.train import {func}; print('@@' + json.dumps({func}({arg})))"
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          env={**__import__('os').environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"})
     for line in res.stdout.splitlines():

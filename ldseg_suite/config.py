@@ -200,7 +200,8 @@ def parse(text: str, source: str, schema: Schema, overrides: typing.Sequence[str
             where = f"{where_src}: [{sec}] {f.name}"
             if f.name not in raw[sec]:
                 if f.default is _MISSING:
-                    raise LDSegError(f"{source}: [{sec}] {f.name} is required ({f.metadata.get('help') or _describe(f.type)})")
+                    what = f.metadata.get("help") or _describe(f.type)
+                    raise LDSegError(f"{source}: [{sec}] {f.name} is required ({what})")
                 values[f.name] = f.default
                 continue
             text_value = raw[sec][f.name][0]
@@ -209,7 +210,10 @@ def parse(text: str, source: str, schema: Schema, overrides: typing.Sequence[str
                 value = _convert(text_value, tp)
             except ValueError:
                 raise LDSegError(f"{where} = {text_value.strip()}: expected {_describe(tp)}") from None
-            value = tuple(_canonical_choice(f, v) for v in value) if isinstance(value, tuple) else _canonical_choice(f, value)
+            if isinstance(value, tuple):
+                value = tuple(_canonical_choice(f, v) for v in value)
+            else:
+                value = _canonical_choice(f, value)
             _check(where, f, value)
             values[f.name] = value
         section = cls(**values)

@@ -8,7 +8,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from skimage.filters import threshold_otsu
 

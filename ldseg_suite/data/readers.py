@@ -46,7 +46,8 @@ def read_image(path) -> np.ndarray:
     try:
         arr = _read_tiff_first_page(path) if suffix(path) in (".tif", ".tiff") else np.asarray(iio.imread(path))
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad file
-        raise LDSegError(f"{path}: cannot read image ({exc.__class__.__name__}); expected PNG, BMP, JPG or TIFF") from None
+        raise LDSegError(f"{path}: cannot read image ({exc.__class__.__name__}); "
+                         "expected PNG, BMP, JPG or TIFF") from None
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[-1] not in (1, 2, 3, 4) or min(arr.shape[:2]) < 1:
@@ -83,7 +84,8 @@ def read_nifti(path):
         zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
         affine = np.asarray(img.affine, np.float64)
     except Exception as exc:  # noqa: BLE001
-        raise LDSegError(f"{path}: cannot read NIfTI ({exc.__class__.__name__}); expected a .nii or .nii.gz file") from None
+        raise LDSegError(f"{path}: cannot read NIfTI ({exc.__class__.__name__}); "
+                         "expected a .nii or .nii.gz file") from None
     spatial = arr.shape[:3] if arr.ndim >= 3 else arr.shape
     spacing = zooms[:len(spatial)] + (1.0,) * (len(spatial) - len(zooms))
     return arr, Geometry(tuple(int(s) for s in spatial), affine, spacing)

@@ -95,7 +95,7 @@ def make_sampler(cfg, model, capture=False):
     return model.make_sampler(s.Sampler, s.Sampling_Steps, s.Sigma, capture=capture, jit_compile=s.JitCompile)
 
 
-def segment_all(cfg, model, sampler, images: np.ndarray, progress: str = "") -> tuple[np.ndarray, np.ndarray]:
+def segment_all(cfg, model, sampler, images: np.ndarray, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Mean class probabilities and uncertainty (max over classes of the std across samples), network size.
 
     Batches and seeds depend only on the case order, so the same images give the same masks.
@@ -103,7 +103,8 @@ def segment_all(cfg, model, sampler, images: np.ndarray, progress: str = "") -> 
     s = cfg.Sampler
     means, stds = [], []
     batches = range(0, len(images), s.BatchSize)
-    bar = keras.utils.Progbar(len(batches) * s.Samples, unit_name="batch", verbose=_bar_verbosity()) if progress else None
+    bar = keras.utils.Progbar(len(batches) * s.Samples, unit_name="batch", verbose=_bar_verbosity()) \
+        if progress else None
     for b, i in enumerate(batches):
         batch = tf.constant(images[i:i + s.BatchSize])
         draws = []
@@ -157,7 +158,7 @@ def infer(cfg, model, test, run_dir: Path) -> None:
         raise LDSegError(f"[Data] Split = {cfg.Data.Split}: the test split is empty")
     sampler = make_sampler(cfg, model)
     start = time.time()
-    probs, uncertainty = segment_all(cfg, model, sampler, test.images, progress="segmenting")
+    probs, uncertainty = segment_all(cfg, model, sampler, test.images, progress=True)
     pred_dir = run_dir / "predictions"
     pred_dir.mkdir(exist_ok=True)
     rows = []

@@ -5,8 +5,7 @@ from dataclasses import dataclass
 
 from ldseg_suite.config import Schema, field
 from ldseg_suite.errors import LDSegError
-from ldseg_suite.sections import (Data, Distribute, NoiseScheduler, Output, Run, Sampler, Training,
-                                  register)
+from ldseg_suite.sections import Data, Distribute, NoiseScheduler, Output, Run, Sampler, Training, register
 
 
 @dataclass(frozen=True)
