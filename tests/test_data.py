@@ -73,6 +73,19 @@ def test_bad_files_raise_named_errors(tmp_path, problem, needle):
     assert ("lab.nii.gz" if problem == "shape" else "img.nii.gz") in str(exc.value)
 
 
+def test_2d_plus_t_from_a_folder_of_frames(tmp_path):
+    (tmp_path / "images" / "cine1").mkdir(parents=True)
+    (tmp_path / "labels" / "cine1").mkdir(parents=True)
+    for t in range(3):
+        iio.imwrite(tmp_path / "images" / "cine1" / f"frame_{t}.png", np.full((6, 5), 10 * t, np.uint8))
+        iio.imwrite(tmp_path / "labels" / "cine1" / f"frame_{t}.png", np.full((6, 5), t % 2, np.uint8))
+    (case_paths,) = layout.find_cases(tmp_path)
+    case = layout.load_case(case_paths, "2d+t", classes=2)
+    assert case.image.shape == (6, 5, 3, 1) and case.label.shape == (6, 5, 3)
+    np.testing.assert_array_equal(case.image[0, 0, :, 0], [0, 10, 20])
+    np.testing.assert_array_equal(case.label[0, 0], [0, 1, 0])
+
+
 def test_empty_or_missing_data_folder(tmp_path):
     with pytest.raises(LDSegError, match="no cases found"):
         layout.find_cases(tmp_path)

@@ -85,6 +85,12 @@ def test_train_resume_infer_sweep_2d(glas_cfg, tmp_path, capsys):
     assert (tmp_path / "run/sweep.png").is_file()
     assert list((tmp_path / "run/gifs").glob("robustness_*.gif"))
 
+    # several stochastic samples per image: the mean mask and a per-pixel uncertainty map
+    assert cli.main(["--cfg", str(glas_cfg), "--out", out, "--overwrite", "--set", "Sampler.Samples=3",
+                     "--set", "Sampler.Sigma=1.0", "--set", "Output.Gifs=0"]) == 0
+    unc = readers.read_image(tmp_path / f"run/predictions/{test_names[0]}_uncertainty.png")
+    assert unc.shape[:2] == (40, 40) and unc.max() > 0
+
 
 def test_2d_plus_t_writes_nifti_with_input_affine_and_per_frame_metrics(tmp_path):
     root = tmp_path / "echo"

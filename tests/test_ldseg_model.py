@@ -77,6 +77,16 @@ def test_save_and_safe_load_round_trip(trained, tmp_path):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
 
 
+def test_schedule_from_config_is_honoured():
+    from ldseg_suite.diffusion.schedules import alphas_cumprod, betas
+
+    lin = LDSeg(schedule="linear", timesteps=100, beta_0=1e-4, beta_T=0.02)
+    cos = LDSeg(schedule="cosine", timesteps=100)
+    np.testing.assert_allclose(cos.alphas_cumprod, alphas_cumprod(betas("cosine", 100)))
+    np.testing.assert_allclose(lin.alphas_cumprod, alphas_cumprod(betas("linear", 100, 1e-4, 0.02)))
+    assert not np.allclose(lin.alphas_cumprod, cos.alphas_cumprod)
+
+
 def test_3d_model_trains_and_samples_at_16_cubed():
     model = LDSeg(spatial_dims=3, in_channels=1, classes=3, base_channels=8, channel_mult=(1, 2),
                   downsample=2, timesteps=50)
