@@ -13,7 +13,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ldseg_suite.data import readers, synthetic  # noqa: E402
+from ldseg_suite.data import readers, shapes, synthetic  # noqa: E402
 
 
 def nuclei_tiles(wheel: Path, root: Path, tile: int = 64) -> int:
@@ -47,6 +47,9 @@ def main():
     root = Path(args.root)
     synthetic.write_demo_sets(root)
     print(f"wrote {root}/glas, {root}/echo, {root}/knee")
+    for k, mask in enumerate(shapes.make_vertebrae(40, 64, seed=0)):
+        readers.write_nifti(root / "vertebra" / "images" / f"vert_{k:02d}.nii.gz", mask, np.eye(4))
+    print(f"wrote {root}/vertebra")
     if args.stardist_wheel:
         print(f"wrote {nuclei_tiles(args.stardist_wheel, root)} tiles to {root}/nuclei2d")
 
