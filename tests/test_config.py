@@ -85,9 +85,10 @@ def test_cli_missing_config_exits_2_with_one_line():
 def test_cli_bad_key_and_type_exit_2(tmp_path):
     bad = tmp_path / "bad.ini"
     bad.write_text(GLAS.replace("Sampling_Steps = 15", "Sampling_Steps = abc"))
-    r = _cli("--cfg", str(bad))
+    r = _cli("--cfg", str(bad), "--out", str(tmp_path / "never"))
     assert r.returncode == 2 and "[Sampler] Sampling_Steps = abc: expected an integer" in r.stderr
     assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0
-    bad.write_text(GLAS.replace("Epochs = 60", "Epocs = 60"))
-    r = _cli("--cfg", str(bad))
+    assert "\nEpochs = " in GLAS
+    bad.write_text(GLAS.replace("\nEpochs = ", "\nEpocs = "))
+    r = _cli("--cfg", str(bad), "--out", str(tmp_path / "never"))
     assert r.returncode == 2 and "unknown key 'Epocs' in [Training] (did you mean 'Epochs'?)" in r.stderr
