@@ -15,19 +15,21 @@ CLASS_COLOURS = np.array([[0, 0, 0], [255, 215, 0], [0, 200, 255], [255, 64, 64]
                           [200, 64, 255]], np.float32) / 255.0
 
 
-def to_rgb(image) -> np.ndarray:
-    """(H, W, C) float image -> (H, W, 3) in [0, 1] (per-image min-max)."""
+def to_rgb(image, rescale: bool = True) -> np.ndarray:
+    """(H, W, C) float image -> (H, W, 3) in [0, 1] (per-image min-max unless ``rescale=False``)."""
     image = np.asarray(image, np.float32)
     if image.ndim == 2:
         image = image[..., None]
     image = image[..., :3] if image.shape[-1] >= 3 else np.repeat(image[..., :1], 3, axis=-1)
+    if not rescale:
+        return np.clip(image, 0, 1)
     lo, hi = float(image.min()), float(image.max())
     return (image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)
 
 
-def overlay(image, labels, alpha: float = 0.45) -> np.ndarray:
+def overlay(image, labels, alpha: float = 0.45, rescale: bool = True) -> np.ndarray:
     """Colour the foreground classes of ``labels`` over ``image``; class boundaries drawn solid."""
-    rgb = to_rgb(image)
+    rgb = to_rgb(image, rescale)
     labels = np.asarray(labels).astype(int)
     colours = CLASS_COLOURS[np.clip(labels, 0, len(CLASS_COLOURS) - 1)]
     fg = (labels > 0)[..., None]
@@ -100,6 +102,7 @@ def slices_gif(path, image, labels, what: str = "slice", fps: float = 6.0) -> Pa
     frames = []
     for k in range(labels.shape[2]):
         sl = np.clip(norm[:, :, k], 0, 1)
-        frames.append(render([np.repeat(sl[..., :1], 3, -1), overlay(sl, labels[:, :, k])], ["image", "segmentation"],
+        frames.append(render([np.repeat(sl[..., :1], 3, -1), overlay(sl, labels[:, :, k], rescale=False)],
+                             ["image", "segmentation"],
                              suptitle=f"{what} {k + 1}/{labels.shape[2]}", layout="row"))
     return write_gif(path, frames, fps)
