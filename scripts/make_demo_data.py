@@ -3,6 +3,10 @@
 data/nuclei2d (tiles of the DSB2018 image shipped inside the stardist wheel, CC0).
 
 usage: python scripts/make_demo_data.py [--root data] [--stardist-wheel PATH]
+
+Without --stardist-wheel the shipped data/nuclei2d tiles are left as they are (they are in git); to remake them:
+    pip download --no-deps stardist==0.9.2 -d /tmp/sd
+    python scripts/make_demo_data.py --stardist-wheel /tmp/sd/stardist-0.9.2-*.whl
 """
 import argparse
 import sys
@@ -17,16 +21,21 @@ from ldseg_suite.data import readers, shapes, synthetic  # noqa: E402
 
 
 def nuclei_tiles(wheel: Path, root: Path, tile: int = 64) -> int:
+    """Cut the wheel's img2d.tif / mask2d.tif (512x512) into non-overlapping tiles -> number of tiles."""
     import io
 
     import tifffile
 
-    with zipfile.ZipFile(wheel) as z:
-        names = z.namelist()
-        img_name = next(n for n in names if n.endswith("images/img2d.tif"))
-        mask_name = next(n for n in names if n.endswith("images/mask2d.tif"))
-        image = tifffile.imread(io.BytesIO(z.read(img_name))).astype(np.float32)
-        mask = tifffile.imread(io.BytesIO(z.read(mask_name)))
+    try:
+        with zipfile.ZipFile(wheel) as z:
+            names = z.namelist()
+            img_name = next(n for n in names if n.endswith("data/images/img2d.tif"))
+            mask_name = next(n for n in names if n.endswith("data/images/mask2d.tif"))
+            image = tifffile.imread(io.BytesIO(z.read(img_name))).astype(np.float32)
+            mask = tifffile.imread(io.BytesIO(z.read(mask_name)))
+    except (OSError, zipfile.BadZipFile, StopIteration) as exc:
+        sys.exit(f"{wheel}: cannot read img2d.tif / mask2d.tif from the stardist wheel ({exc.__class__.__name__}); "
+                 "expected stardist-*.whl from `pip download --no-deps stardist`")
     lo, hi = np.percentile(image, (0.5, 99.8))
     image8 = (np.clip((image - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
     count = 0
@@ -52,6 +61,8 @@ def main():
     print(f"wrote {root}/vertebra")
     if args.stardist_wheel:
         print(f"wrote {nuclei_tiles(args.stardist_wheel, root)} tiles to {root}/nuclei2d")
+    else:
+        print(f"kept {root}/nuclei2d as shipped (pass --stardist-wheel PATH to remake it)")
 
 
 if __name__ == "__main__":

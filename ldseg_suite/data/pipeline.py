@@ -22,9 +22,17 @@ def normalize(image: np.ndarray, mode: str = "minmax") -> np.ndarray:
     raise LDSegError(f"Normalize = {mode}: expected minmax, zscore or none")
 
 
+def _size(size, spatial_shape, what) -> tuple:
+    size = tuple(int(s) for s in size)
+    if len(size) != len(spatial_shape) or min(size) < 1:
+        raise LDSegError(f"resize to {size}: {what} has spatial shape {tuple(spatial_shape)}; "
+                         f"expected {len(spatial_shape)} positive sizes")
+    return size
+
+
 def resize_image(image: np.ndarray, size) -> np.ndarray:
     """Linear resize of (*spatial, C) to (*size, C), anti-aliased when shrinking."""
-    size = tuple(int(s) for s in size)
+    size = _size(size, image.shape[:-1], "the image")
     if image.shape[:-1] == size:
         return image.astype(np.float32)
     shrink = any(s < o for s, o in zip(size, image.shape[:-1]))
@@ -33,14 +41,15 @@ def resize_image(image: np.ndarray, size) -> np.ndarray:
 
 
 def resize_label(label: np.ndarray, size) -> np.ndarray:
-    """Nearest-neighbour resize of a label map."""
-    size = tuple(int(s) for s in size)
+    """Nearest-neighbour resize of a label map (no anti-aliasing, so no new label values)."""
+    size = _size(size, label.shape, "the label")
     if label.shape == size:
         return label.astype(np.int32)
     return resize(label, size, order=0, anti_aliasing=False, preserve_range=True).astype(np.int32)
 
 
 def restore_label(label: np.ndarray, shape) -> np.ndarray:
+    """A network-size label map back to the case's original spatial shape (``Geometry.shape``)."""
     return resize_label(label, shape)
 
 
@@ -82,12 +91,17 @@ def make_dataset(images, labels, classes: int, batch_size: int, augment: bool = 
     """(image, one-hot label) batches; images (N, *size, C) float32, labels (N, *size) int."""
     images = np.asarray(images, np.float32)
     labels = np.asarray(labels, np.int32)
+    if images.ndim not in (4, 5) or labels.shape != images.shape[:-1] or len(images) == 0:
+        raise LDSegError(f"make_dataset: images {images.shape} and labels {labels.shape}; expected images "
+                         "(N, H, W[, D], C) and labels (N, H, W[, D]) with N > 0")
+    if labels.min() < 0 or labels.max() >= classes:
+        raise LDSegError(f"make_dataset: label values {labels.min()}..{labels.max()} outside [0, {classes - 1}]")
     spatial = images.ndim - 2
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
+    if shuffle:  # before repeat: every epoch sees every case once, in a new (seeded) order
+        ds = ds.shuffle(min(len(images), 1024), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
-    if shuffle:
-        ds = ds.shuffle(min(len(images), 1024), seed=seed, reshuffle_each_iteration=True)
     if augment:
         counter = tf.data.Dataset.counter()
         ds = tf.data.Dataset.zip((ds, counter)).map(

@@ -14,6 +14,11 @@ PARTS = ("train", "val", "test")
 
 def split_cases(names, fractions=(0.7, 0.1, 0.2), seed: int = 0, subject_of=None) -> dict[str, list[str]]:
     """Shuffle subjects with ``seed`` and cut them by ``fractions``; every case of a subject stays together."""
+    names = list(names)
+    fractions = tuple(float(f) for f in fractions)
+    if len(fractions) != 3 or min(fractions) < 0 or fractions[0] <= 0 or fractions[2] <= 0:
+        raise LDSegError(f"Split = {fractions}: expected three fractions train, val, test with train > 0, "
+                         "val >= 0 and test > 0")
     subject_of = subject_of or (lambda n: n)
     subjects = sorted({subject_of(n) for n in names})
     need = 1 + (fractions[1] > 0) + 1
@@ -21,10 +26,10 @@ def split_cases(names, fractions=(0.7, 0.1, 0.2), seed: int = 0, subject_of=None
         raise LDSegError(f"{len(subjects)} subject(s) found but the split {tuple(fractions)} needs at least {need}")
     order = np.random.default_rng(seed).permutation(len(subjects))
     n = len(subjects)
-    n_test = max(1, int(round(fractions[2] * n)))
     n_val = int(round(fractions[1] * n))
     if fractions[1] > 0:
         n_val = max(1, n_val)
+    n_test = min(max(1, int(round(fractions[2] * n))), n - 1 - n_val)  # train keeps at least one subject
     n_val = min(n_val, n - n_test - 1)
     cut = {"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}
     part_of = {subjects[i]: part for part, idx in cut.items() for i in idx}
@@ -32,23 +37,32 @@ def split_cases(names, fractions=(0.7, 0.1, 0.2), seed: int = 0, subject_of=None
 
 
 def write_split(path, split) -> None:
+    """CSV ``name,split`` (train rows, then val, then test), written atomically."""
     path = Path(path)
-    tmp = path.with_name(f".tmp_{path.name}")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["name", "split"])
-        for part in PARTS:
-            for name in split[part]:
-                w.writerow([name, part])
-    os.replace(tmp, path)
+    tmp = path.with_name(f".tmp_{os.getpid()}_{path.name}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["name", "split"])
+            for part in PARTS:
+                for name in split.get(part, []):
+                    w.writerow([name, part])
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise LDSegError(f"{path}: cannot write split file ({exc.__class__.__name__})") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def read_split(path) -> dict[str, list[str]]:
+    """The CSV of ``write_split`` -> {"train": [...], "val": [...], "test": [...]}."""
     out = {part: [] for part in PARTS}
     try:
         with open(path, newline="") as f:
             for row in csv.DictReader(f):
                 out[row["split"]].append(row["name"])
-    except (OSError, KeyError, csv.Error) as exc:
+    except (OSError, KeyError, ValueError, csv.Error) as exc:
         raise LDSegError(f"{path}: unreadable split file ({exc.__class__.__name__}); expected CSV name,split") from None
     return out

@@ -40,6 +40,8 @@ def make_glands(n: int, size: int = 128, seed: int = 0):
         labels = np.zeros(shape, np.uint8)
         glands = 0
         for _ in range(60):
+            # the stopping count is redrawn on every attempt (2..6), so most tiles hold 2-3 glands and a few
+            # up to 5; kept as is because the shipped data/glas and the weights trained on it come from it
             if glands >= rng.integers(2, 7):
                 break
             radius = rng.uniform(0.1, 0.24) * size
@@ -175,5 +177,6 @@ def write_demo_sets(root="data", seed: int = 0, glas=(60, 20), echo=16, knee=16)
 def _write_bmp(path: Path, array) -> None:
     import imageio.v3 as iio
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(path, np.asarray(array), extension=".bmp")
+    from ldseg_suite.data import readers
+
+    readers._atomic(path, lambda p: iio.imwrite(p, np.asarray(array), extension=".bmp"))

@@ -1,0 +1,112 @@
+"""readers: image / label / NIfTI / npy reading, atomic writers, named errors."""
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from PIL import Image
+
+from ldseg_suite.data import readers
+from ldseg_suite.errors import LDSegError
+
+
+def test_nifti_round_trip_keeps_values_affine_and_spacing(tmp_path):
+    affine = np.array([[0.5, 0, 0, 10.0], [0, 0.7, 0, -3.0], [0, 0, 2.0, 5.0], [0, 0, 0, 1]])
+    vol = np.random.default_rng(0).random((6, 5, 4)).astype(np.float32)
+    out = tmp_path / "sub" / "v.nii.gz"
+    readers.write_nifti(out, vol, affine)
+    back, geom = readers.read_nifti(out)
+    assert back.dtype == np.float32 and back.shape == (6, 5, 4)
+    np.testing.assert_array_equal(back, vol)
+    np.testing.assert_allclose(geom.affine, affine)
+    assert geom.affine.dtype == np.float64 and geom.affine.shape == (4, 4)
+    assert geom.spacing == pytest.approx((0.5, 0.7, 2.0))
+    assert geom.shape == (6, 5, 4)
+    assert [p.name for p in out.parent.iterdir()] == ["v.nii.gz"]  # atomic: no temp file left behind
+
+
+def test_nifti_labels_keep_integer_values(tmp_path):
+    lab = np.random.default_rng(1).integers(0, 3, (4, 4, 2))  # int64 is stored as int32
+    readers.write_nifti(tmp_path / "l.nii", lab, np.diag([1.5, 1.5, 3.0, 1.0]))
+    back, geom = readers.read_nifti(tmp_path / "l.nii")
+    np.testing.assert_array_equal(back, lab)
+    assert geom.spacing == (1.5, 1.5, 3.0)
+
+
+def test_read_image_channels(tmp_path):
+    grey = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    iio.imwrite(tmp_path / "g.png", grey)
+    rgba = np.zeros((3, 4, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, 7
+    iio.imwrite(tmp_path / "a.png", rgba)
+    g, a = readers.read_image(tmp_path / "g.png"), readers.read_image(tmp_path / "a.png")
+    assert g.shape == (3, 4, 1) and g.dtype == np.float32 and g[2, 3, 0] == 11.0  # raw intensities
+    assert a.shape == (3, 4, 3) and a[0, 0].tolist() == [200.0, 0.0, 0.0]  # alpha dropped
+    wide = np.full((3, 4), 40000, np.uint16)
+    iio.imwrite(tmp_path / "w.tif", wide)
+    assert readers.read_image(tmp_path / "w.tif")[0, 0, 0] == 40000.0
+
+
+def test_read_label_image_rgb_first_channel_and_palette_indices(tmp_path):
+    rgb = np.zeros((2, 2, 3), np.uint8)
+    rgb[0, 1] = (2, 9, 9)
+    iio.imwrite(tmp_path / "rgb.png", rgb)
+    lab = readers.read_label_image(tmp_path / "rgb.png")
+    assert lab.dtype == np.int32 and lab.tolist() == [[0, 2], [0, 0]]
+    pal = Image.fromarray(np.array([[0, 1], [2, 3]], np.uint8), mode="P")
+    pal.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255] + [0] * 756)  # colours are not the ids
+    pal.save(tmp_path / "pal.png")
+    assert readers.read_label_image(tmp_path / "pal.png").tolist() == [[0, 1], [2, 3]]
+
+
+def test_write_png_round_trip_and_dtype_check(tmp_path):
+    arr = np.arange(20, dtype=np.uint8).reshape(4, 5)
+    readers.write_png(tmp_path / "p" / "x.png", arr)
+    np.testing.assert_array_equal(readers.read_label_image(tmp_path / "p" / "x.png"), arr)
+    assert [p.name for p in (tmp_path / "p").iterdir()] == ["x.png"]
+    with pytest.raises(LDSegError, match=r"y\.png: cannot write float32"):
+        readers.write_png(tmp_path / "y.png", arr.astype(np.float32))
+
+
+def test_read_npy(tmp_path):
+    np.save(tmp_path / "v.npy", np.ones((2, 3, 4), np.int16))
+    assert readers.read_npy(tmp_path / "v.npy").shape == (2, 3, 4)
+    np.savez(tmp_path / "v.npz", a=np.zeros(3))
+    with pytest.raises(LDSegError, match=r"v\.npz: an \.npz archive"):
+        readers.read_npy(tmp_path / "v.npz")
+    np.save(tmp_path / "s.npy", np.array(["a", "b"]))
+    with pytest.raises(LDSegError, match=r"s\.npy: \.npy of dtype <U1"):
+        readers.read_npy(tmp_path / "s.npy")
+
+
+@pytest.mark.parametrize("name, reader, needle", [
+    ("broken.png", readers.read_image, "cannot read image"),
+    ("broken.bmp", readers.read_label_image, "cannot read image"),
+    ("broken.tif", readers.read_image, "cannot read image"),
+    ("broken.nii.gz", readers.read_nifti, "cannot read NIfTI"),
+    ("broken.nii", readers.read_nifti, "cannot read NIfTI"),
+    ("broken.npy", readers.read_npy, "cannot read .npy"),
+])
+def test_corrupt_and_missing_files_raise_ldseg_errors_naming_the_file(tmp_path, name, reader, needle):
+    with pytest.raises(LDSegError, match="file not found") as exc:
+        reader(tmp_path / name)
+    assert name in str(exc.value)
+    (tmp_path / name).write_bytes(b"\x89PNG\r\n\x1a\n this is not really an image or volume" * 3)
+    with pytest.raises(LDSegError) as exc:
+        reader(tmp_path / name)
+    msg = str(exc.value)
+    assert str(tmp_path / name) in msg and needle in msg and "\n" not in msg
+
+
+def test_truncated_nifti_raises_ldseg_error(tmp_path):
+    readers.write_nifti(tmp_path / "t.nii.gz", np.ones((8, 8, 8), np.float32), np.eye(4))
+    data = (tmp_path / "t.nii.gz").read_bytes()
+    (tmp_path / "t.nii.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(LDSegError, match=r"t\.nii\.gz: cannot read NIfTI"):
+        readers.read_nifti(tmp_path / "t.nii.gz")
+
+
+def test_writer_errors_are_ldseg_errors(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(LDSegError, match=r"afile/v\.nii\.gz: cannot write"):
+        readers.write_nifti(tmp_path / "afile" / "v.nii.gz", np.zeros((2, 2, 2)), np.eye(4))
+    with pytest.raises(LDSegError, match="affine of shape"):
+        readers.write_nifti(tmp_path / "v.nii.gz", np.zeros((2, 2, 2)), np.eye(3))

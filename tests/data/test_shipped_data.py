@@ -1,0 +1,23 @@
+"""The shipped data/ sets: the names, counts and shapes the configs and the rest of the team rely on."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ldseg_suite.data import layout
+
+DATA = Path(__file__).resolve().parents[2] / "data"
+
+
+@pytest.mark.parametrize("folder, count, first, kind, classes, binarize, image_shape", [
+    ("glas", 80, "testA_1", "2d", 2, True, (128, 128, 3)),
+    ("nuclei2d", 64, "tile_000", "2d", 2, True, (64, 64, 1)),
+    ("echo", 16, "echo_00", "2d+t", 3, False, (64, 64, 16, 1)),
+    ("knee", 16, "knee_00", "3d", 3, False, (64, 64, 32, 1)),
+])
+def test_shipped_set(folder, count, first, kind, classes, binarize, image_shape):
+    cases = layout.find_cases(DATA / folder)
+    assert len(cases) == count and cases[0].name == first and all(c.label is not None for c in cases)
+    case = layout.load_case(cases[0], kind, classes, binarize)
+    assert case.image.shape == image_shape and case.label.shape == image_shape[:-1]
+    assert np.unique(case.label).tolist() == list(range(classes))
