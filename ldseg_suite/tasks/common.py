@@ -30,6 +30,24 @@ def prepare_run_dir(out: Path, protected: list[str], overwrite: bool) -> Path:
     return out
 
 
+def start_run(cfg, mode: str, out: Path, overwrite: bool, outputs: dict):
+    """What every mode of a case-based method does first: check the mode, make the run directory, write the
+    resolved config, seed, set the precision policy, load and split the data. Returns (run_dir, splits)."""
+    import keras
+
+    from ldseg_suite import distribute
+
+    if mode not in outputs:
+        raise LDSegError(f"--mode {mode}: expected one of {', '.join(outputs)} for method {cfg.Run.Method}")
+    run_dir = prepare_run_dir(out, outputs[mode], overwrite)
+    cfg.write(run_dir / "config.ini")
+    keras.utils.set_random_seed(cfg.Run.Seed)
+    distribute.set_precision(cfg.Training.Precision)
+    data = load_splits(cfg.Data, cfg.Run.Seed, run_dir)
+    print(f"data: {cfg.Data.Root}: " + ", ".join(f"{k} {len(v.cases)}" for k, v in data.items()), flush=True)
+    return run_dir, data
+
+
 def spatial_dims(kind: str) -> int:
     return 2 if kind == "2d" else 3
 

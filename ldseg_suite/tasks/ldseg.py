@@ -15,8 +15,7 @@ from ldseg_suite import distribute, metrics, training
 from ldseg_suite.data import pipeline, readers
 from ldseg_suite.errors import LDSegError
 from ldseg_suite.models.ldseg import LDSeg
-from ldseg_suite.tasks.common import atomic_csv, load_splits, prepare_run_dir, spatial_dims
-from ldseg_suite.tasks.ldseg_schema import MODES
+from ldseg_suite.tasks.common import atomic_csv, spatial_dims, start_run
 from ldseg_suite.viz import gifs, plots
 
 OUTPUTS = {"train": [], "infer": ["predictions", "metrics.csv"], "gif": ["gifs"],
@@ -36,14 +35,7 @@ def build_model(cfg) -> LDSeg:
 
 
 def run(cfg, mode: str, out: Path, overwrite: bool = False) -> int:
-    if mode not in MODES:
-        raise LDSegError(f"--mode {mode}: expected one of {', '.join(MODES)} for method ldseg")
-    run_dir = prepare_run_dir(out, OUTPUTS[mode], overwrite)
-    cfg.write(run_dir / "config.ini")
-    keras.utils.set_random_seed(cfg.Run.Seed)
-    distribute.set_precision(cfg.Training.Precision)
-    data = load_splits(cfg.Data, cfg.Run.Seed, run_dir)
-    print(f"data: {cfg.Data.Root}: " + ", ".join(f"{k} {len(v.cases)}" for k, v in data.items()), flush=True)
+    run_dir, data = start_run(cfg, mode, out, overwrite, OUTPUTS)
     if mode == "train":
         train(cfg, data, run_dir)
         return 0

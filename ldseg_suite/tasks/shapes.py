@@ -11,7 +11,6 @@ import math
 import time
 from pathlib import Path
 
-import keras
 import numpy as np
 import pandas as pd
 from scipy import ndimage
@@ -21,8 +20,7 @@ from ldseg_suite.data import pipeline, readers
 from ldseg_suite.errors import LDSegError
 from ldseg_suite.inverse.slices import SliceAverage
 from ldseg_suite.models.vae import ShapeVAE
-from ldseg_suite.tasks.common import atomic_csv, load_splits, prepare_run_dir
-from ldseg_suite.tasks.shape_schema import MODES
+from ldseg_suite.tasks.common import atomic_csv, start_run
 from ldseg_suite.viz import gifs
 
 OUTPUTS = {"train": [], "infer": ["predictions", "metrics.csv", "summary.md"]}
@@ -46,14 +44,7 @@ def masks_and_inputs(cfg, part):
 
 
 def run(cfg, mode: str, out: Path, overwrite: bool = False) -> int:
-    if mode not in MODES:
-        raise LDSegError(f"--mode {mode}: expected one of {', '.join(MODES)} for method {cfg.Run.Method}")
-    run_dir = prepare_run_dir(out, OUTPUTS[mode], overwrite)
-    cfg.write(run_dir / "config.ini")
-    keras.utils.set_random_seed(cfg.Run.Seed)
-    distribute.set_precision(cfg.Training.Precision)
-    data = load_splits(cfg.Data, cfg.Run.Seed, run_dir)
-    print(f"data: {cfg.Data.Root}: " + ", ".join(f"{k} {len(v.cases)}" for k, v in data.items()), flush=True)
+    run_dir, data = start_run(cfg, mode, out, overwrite, OUTPUTS)
     (train if mode == "train" else infer)(cfg, data, run_dir)
     return 0
 
