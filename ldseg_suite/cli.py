@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -28,8 +30,28 @@ def run(argv=None) -> int:
     cfg = config.load(args.cfg, sections.schema_for, overrides)
     mode = args.mode or cfg.Run.Mode
     out = Path(args.out) if args.out else Path("outputs") / Path(args.cfg).stem
+    with _native_stderr_silenced(enabled=not args.debug):
+        import tensorflow  # noqa: F401  (its C++ start-up chatter would bury our one-line errors)
     runner = sections.runner_for(cfg.Run.Method)
     return runner(cfg, mode, out, overwrite=args.overwrite) or 0
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced(enabled: bool = True):
+    """Send file descriptor 2 to /dev/null (C++ logging at TensorFlow import); Python errors still show."""
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def main(argv=None) -> int:

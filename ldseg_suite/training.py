@@ -11,6 +11,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import keras
@@ -84,7 +85,9 @@ def load_weights(model, path: Path, what: str) -> None:
         raise LDSegError(f"{what} = {path}: weights file not found (train with --mode train, "
                          f"or point it at a .weights.h5 file)")
     try:
-        model.load_weights(path)
+        with warnings.catch_warnings():  # a mismatched file also warns per skipped layer: the error says it all
+            warnings.simplefilter("ignore")
+            model.load_weights(path)
     except Exception as exc:  # noqa: BLE001
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else exc.__class__.__name__
         raise LDSegError(f"{what} = {path}: weights do not match this config's [Model] ({first})") from None
