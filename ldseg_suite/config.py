@@ -54,12 +54,6 @@ class Config:
     def __contains__(self, name):
         return name in self._sections
 
-    def replace(self, section: str, **values) -> "Config":
-        """A copy with some values of one section changed (values are checked again)."""
-        sections = dict(self._sections)
-        sections[section] = dataclasses.replace(sections[section], **values)
-        return Config(sections, self.source, self.schema)
-
     def to_ini(self) -> str:
         parser = configparser.ConfigParser(interpolation=None)
         parser.optionxform = str
