@@ -63,6 +63,7 @@ class DiffusionSampler:
         self._ab_prev = tf.constant(prev)
         self.num_steps = len(ts)
         self._loop = tf.function(self._run, jit_compile=jit_compile)
+        self._invert_loop = tf.function(self._run_inversion, jit_compile=jit_compile)
 
     @property
     def tracing_count(self) -> int:
@@ -72,6 +73,32 @@ class DiffusionSampler:
         x_T = tf.cast(x_T, tf.float32)
         cond = tf.zeros([0]) if cond is None else tf.cast(cond, tf.float32)  # schedules and loop stay float32
         return self._loop(x_T, cond, tf.constant(seed, tf.int32))
+
+    def invert(self, x0, cond=None):
+        """Deterministic DDIM inversion x_0 -> x_T over the same timesteps (the DiffAE stochastic encoder).
+
+        Each step runs the eta = 0 update backwards, using the noise predicted at the current point; decoding
+        the result with ``eta = 0`` returns close to ``x0`` when the steps are fine enough.
+        """
+        cond = tf.zeros([0]) if cond is None else tf.cast(cond, tf.float32)
+        return self._invert_loop(tf.cast(x0, tf.float32), cond)
+
+    def _run_inversion(self, x, cond):
+        n = self.num_steps
+        batch = tf.shape(x)[0]
+        ts = tf.reverse(self.timesteps, [0])                 # ascending: 0 ... T-1
+        ab_next_all = tf.reverse(self._ab, [0])               # alpha_bar at each target timestep
+        ab_cur_all = tf.concat([[1.0], ab_next_all[:-1]], 0)  # start from the clean sample (alpha_bar = 1)
+        t_eval = tf.concat([ts[:1], ts[:-1]], 0)              # the noise is predicted at the current point
+
+        def body(i, x):
+            ab_cur, ab_next = ab_cur_all[i], ab_next_all[i]
+            eps = self.eps_fn(x, cond, tf.fill([batch], t_eval[i]))
+            x0 = (x - tf.sqrt(1.0 - ab_cur) * eps) / tf.sqrt(ab_cur)
+            return i + 1, tf.ensure_shape(tf.sqrt(ab_next) * x0 + tf.sqrt(1.0 - ab_next) * eps, x.shape)
+
+        _, x = tf.while_loop(lambda i, _: i < n, body, (tf.constant(0), x), maximum_iterations=n)
+        return x
 
     def _run(self, x, cond, seed):
         n = self.num_steps
