@@ -15,7 +15,7 @@ from ldseg_suite import distribute, metrics, training
 from ldseg_suite.data import pipeline, readers
 from ldseg_suite.errors import LDSegError
 from ldseg_suite.models.ldseg import LDSeg
-from ldseg_suite.tasks.common import atomic_csv, spatial_dims, start_run
+from ldseg_suite.tasks.common import atomic_csv, load_trained_weights, spatial_dims, start_run
 from ldseg_suite.viz import gifs, plots
 
 OUTPUTS = {"train": [], "infer": ["predictions", "metrics.csv"], "gif": ["gifs"],
@@ -68,17 +68,8 @@ def train(cfg, data, run_dir: Path) -> None:
 
 
 def load_trained(cfg, run_dir: Path) -> LDSeg:
-    """The run's own trained weights if present, else [Output] Weights."""
     model = build_model(cfg)
-    own = run_dir / training.FINAL_WEIGHTS
-    if own.is_file():
-        training.load_weights(model, own, f"{run_dir} weights")
-        print(f"weights: {own}", flush=True)
-    elif cfg.Output.Weights:
-        training.load_weights(model, Path(cfg.Output.Weights), "[Output] Weights")
-        print(f"weights: {cfg.Output.Weights}", flush=True)
-    else:
-        raise LDSegError(f"[Output] Weights is empty and {own} does not exist: train first with --mode train")
+    load_trained_weights(model, cfg, run_dir)
     return model
 
 

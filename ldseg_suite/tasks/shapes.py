@@ -20,7 +20,7 @@ from ldseg_suite.data import pipeline, readers
 from ldseg_suite.errors import LDSegError
 from ldseg_suite.inverse.slices import SliceAverage
 from ldseg_suite.models.vae import ShapeVAE
-from ldseg_suite.tasks.common import atomic_csv, start_run
+from ldseg_suite.tasks.common import atomic_csv, load_trained_weights, start_run
 from ldseg_suite.viz import gifs
 
 OUTPUTS = {"train": [], "infer": ["predictions", "metrics.csv", "summary.md"]}
@@ -78,11 +78,7 @@ def infer(cfg, data, run_dir: Path) -> None:
     if not test.cases:
         raise LDSegError(f"[Data] Split = {cfg.Data.Split}: the test split is empty")
     model = build_model(cfg)
-    own = run_dir / training.FINAL_WEIGHTS
-    weights = own if own.is_file() else Path(cfg.Output.Weights) if cfg.Output.Weights else None
-    if weights is None:
-        raise LDSegError(f"[Output] Weights is empty and {own} does not exist: train first with --mode train")
-    training.load_weights(model, weights, "[Output] Weights" if weights != own else f"{run_dir} weights")
+    load_trained_weights(model, cfg, run_dir)
     target, thick = masks_and_inputs(cfg, test)
     probs = np.concatenate([np.asarray(model.reconstruct(thick[i:i + 4]))[..., 0]
                             for i in range(0, len(thick), 4)])

@@ -90,7 +90,7 @@ def reverse_diffusion_gif(path, image, latents, segmentations, timesteps, fps: f
     for z, seg, t in zip(latents, segmentations, timesteps):
         panels = [to_rgb(image), np.asarray(z)[..., 0], colour_labels(seg), overlay(image, seg)]
         frames.append(render(panels, ["source image", "latent z_t (ch 0)", "decoded z_t", "overlay"],
-                             suptitle=f"t = {t}"))
+                             suptitle=f"after the step from t = {t}"))
     return write_gif(path, frames, fps)
 
 
