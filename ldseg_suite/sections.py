@@ -115,4 +115,4 @@ def runner_for(method: str):
 
 def _load_schemas():
     import ldseg_suite.tasks.ldseg_schema  # noqa: F401  (registers 'ldseg')
-    import ldseg_suite.tasks.shape_schema  # noqa: F401  (registers 'vae')
+    import ldseg_suite.tasks.shape_schema  # noqa: F401  (registers vae, lebm, lsd_ebm)

@@ -11,8 +11,10 @@ import tensorflow as tf
 
 
 class LangevinSampler:
-    """``sampler(x0, cond, seed) -> {"x": final, "trajectory": (steps, ...) if capture}``;
-    ``energy_fn(x, cond)`` returns one energy per example."""
+    """``sampler(x0, cond, seed, scale) -> {"x": final, "trajectory": (steps, ...) if capture}``;
+    ``energy_fn(x, cond)`` returns one energy per example; ``cond`` may be a tuple of tensors.
+    ``scale`` (broadcastable to x, default 1) multiplies the step size per example,
+    e.g. by the noise level of each example's diffusion segment."""
 
     def __init__(self, energy_fn, steps: int = 60, step_size: float = 0.1, noise_scale: float = 1.0,
                  capture: bool = False, jit_compile: bool = False):
@@ -24,11 +26,12 @@ class LangevinSampler:
     def tracing_count(self) -> int:
         return self._loop.experimental_get_tracing_count()
 
-    def __call__(self, x0, cond=None, seed: int = 0):
-        cond = tf.zeros([0]) if cond is None else tf.cast(cond, tf.float32)
-        return self._loop(tf.cast(x0, tf.float32), cond, tf.constant(seed, tf.int32))
+    def __call__(self, x0, cond=None, seed=0, scale=1.0):
+        cond = tf.zeros([0]) if cond is None else tf.nest.map_structure(tf.convert_to_tensor, cond)
+        return self._loop(tf.cast(x0, tf.float32), cond, tf.cast(seed, tf.int32), tf.cast(scale, tf.float32))
 
-    def _run(self, x, cond, seed):
+    def _run(self, x, cond, seed, scale):
+        step = self.step_size * scale
         traj = tf.TensorArray(tf.float32, size=self.steps if self.capture else 0, element_shape=x.shape)
 
         def body(i, x, traj):
@@ -37,7 +40,7 @@ class LangevinSampler:
                 energy = tf.reduce_sum(self.energy_fn(x, cond))
             grad = tape.gradient(energy, x)
             noise = tf.random.stateless_normal(tf.shape(x), tf.stack([seed, i]))
-            x = x - 0.5 * self.step_size ** 2 * grad + self.noise_scale * self.step_size * noise
+            x = x - 0.5 * step ** 2 * grad + self.noise_scale * step * noise
             if self.capture:
                 traj = traj.write(i, x)
             return i + 1, x, traj

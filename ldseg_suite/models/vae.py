@@ -92,16 +92,20 @@ class ShapeVAE(keras.Model):
         voxels = 1
         for s in self.hp["size"]:
             voxels *= s
-        kl = ops.sum(tfd.kl_divergence(q, tfd.Normal(0.0, 1.0)), axis=-1) / voxels
+        kl = (ops.sum(tfd.kl_divergence(q, tfd.Normal(0.0, 1.0)), axis=-1) + self.prior_extra(z)) / voxels
         per_example = bce + (1 - dice) + self.hp["beta"] * kl
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         loss = ops.sum(per_example) / ops.cast(ops.shape(x)[0] * replicas, "float32")
         return loss, {"loss": per_example, "bce": bce, "dice_loss": 1 - dice, "kl": kl}
 
+    def prior_extra(self, z):
+        """Prior term beyond KL(q || N(0, I)) for the backbone (0 here; the LEBM adds its energy)."""
+        return ops.zeros_like(z[:, 0])
+
     def _update(self, parts):
         for k, v in parts.items():
             self.trackers[k].update_state(v)
-        return {k: m.result() for k, m in self.trackers.items()}
+        return {k: self.trackers[k].result() for k in parts}
 
     def train_step(self, data):
         with tf.GradientTape() as tape:

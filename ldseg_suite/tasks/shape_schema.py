@@ -1,4 +1,4 @@
-"""Config layout of the thick-slice shape-reconstruction methods (no TensorFlow import)."""
+"""Config layout of the thick-slice shape-reconstruction methods vae, lebm and lsd_ebm (no TensorFlow)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,12 +21,46 @@ class Model:
     Beta: float = field(1.0, min=0.0, help="weight of the KL term (per voxel)")
 
 
-MODES = ("train", "infer")
+@dataclass(frozen=True)
+class Prior:
+    EnergyHidden: int = field(200, min=8, help="width of the latent energy MLP")
+    LangevinSteps: int = field(30, min=1, help="short-run Langevin steps per chain during training/sampling")
+    LangevinStepSize: float = field(0.1, min=0.0, help="Langevin step size (LSD-EBM: times sqrt(beta_t))")
+    Backbone: str = field("", help="VAE weights to start encoder/decoder from ('' = train them jointly)")
+    TrainBackbone: bool = field(True, help="false: keep the Backbone's encoder/decoder fixed, train the "
+                                           "energy only")
+
+
+@dataclass(frozen=True)
+class Diffusion:
+    Segments: int = field(20, min=1, max=1000, help="T: diffusion segments of the latent (cosine betas)")
+
+
+@dataclass(frozen=True)
+class Reconstruct:
+    Steps: int = field(30, min=0, help="posterior Langevin steps (LSD-EBM: per segment); 0 = encoder mean only")
+    StepSize: float = field(0.05, min=0.0, help="posterior Langevin step size")
+    DataWeight: float = field(1.0, min=0.0, help="weight of |A(decode(z)) - y|^2 over the observed thick slices")
+    Noise: float = field(1.0, min=0.0, max=1.0, help="Langevin noise scale (0 = gradient descent)")
+    Start: int = field(0, min=0, help="LSD-EBM: segment the encoder's mean is diffused to (0 = T // 4)")
+
+
+@dataclass(frozen=True)
+class Compare:
+    VAE: str = field("cfg/vertebra_vae.ini", help="config (with [Output] Weights) of the VAE row")
+    LEBM: str = field("cfg/vertebra_lebm.ini", help="config (with [Output] Weights) of the LEBM row")
+    Segments: tuple[int, ...] = field((2, 15, 20), min=1, help="T values of --mode compare_steps")
+    Samples: int = field(200, min=2, help="prior samples per model in --mode compare_latent")
+
+
+MODES = {"vae": ("train", "infer"), "lebm": ("train", "infer"),
+         "lsd_ebm": ("train", "infer", "compare", "compare_steps", "compare_latent")}
 
 
 def _validate(cfg):
-    if cfg.Run.Mode not in MODES:
-        raise LDSegError(f"[Run] Mode = {cfg.Run.Mode}: expected one of {', '.join(MODES)}")
+    modes = MODES[cfg.Run.Method]
+    if cfg.Run.Mode not in modes:
+        raise LDSegError(f"[Run] Mode = {cfg.Run.Mode}: expected one of {', '.join(modes)}")
     if cfg.Data.Kind != "3d":
         raise LDSegError(f"[Data] Kind = {cfg.Data.Kind}: shape reconstruction needs Kind = 3d")
     if cfg.Data.Size[-1] % cfg.ThickSlice.Factor:
@@ -36,8 +70,16 @@ def _validate(cfg):
         if n % 2 ** cfg.Model.Levels:
             raise LDSegError(f"[Data] Size = {', '.join(map(str, cfg.Data.Size))}: every size must be divisible "
                              f"by 2^[Model] Levels = {2 ** cfg.Model.Levels}")
+    prior = getattr(cfg, "Prior", None)
+    if prior is not None and not prior.TrainBackbone and not prior.Backbone:
+        raise LDSegError("[Prior] TrainBackbone = false needs [Prior] Backbone (the VAE weights to keep fixed)")
 
 
-SCHEMA = Schema(sections={"Run": Run, "Data": Data, "ThickSlice": ThickSlice, "Model": Model,
-                          "Training": Training, "Output": Output, "Distribute": Distribute}, validate=_validate)
-register("vae", SCHEMA, "ldseg_suite.tasks.shapes:run")
+COMMON = {"Run": Run, "Data": Data, "ThickSlice": ThickSlice, "Model": Model}
+TAIL = {"Training": Training, "Output": Output, "Distribute": Distribute}
+RUNNER = "ldseg_suite.tasks.shapes:run"
+register("vae", Schema(sections={**COMMON, **TAIL}, validate=_validate), RUNNER)
+register("lebm", Schema(sections={**COMMON, "Prior": Prior, "Reconstruct": Reconstruct, **TAIL},
+                        validate=_validate), RUNNER)
+register("lsd_ebm", Schema(sections={**COMMON, "Prior": Prior, "Diffusion": Diffusion, "Reconstruct": Reconstruct,
+                                     "Compare": Compare, **TAIL}, validate=_validate), RUNNER)

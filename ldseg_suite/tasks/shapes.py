@@ -1,9 +1,9 @@
-"""Thick-slice shape reconstruction runner (VAE today): train, and infer with the six shape metrics.
+"""Thick-slice shape reconstruction runner (vae, lebm, lsd_ebm): train, and infer with the six shape metrics.
 
 A case is a binary mask volume (``[Data] Root/images/*.nii.gz``). Its input is the thick-slice
 simulation (groups of ``[ThickSlice] Factor`` z-slices averaged and repeated back); its target is the
 full-resolution mask. ``infer`` scores the method and a plain upsampling of the thick-slice input
-(linear along z, threshold 0.5) on the held-out cases.
+(linear along z, threshold 0.5) on the held-out cases. The comparison modes live in ``shape_compare``.
 """
 from __future__ import annotations
 
@@ -19,20 +19,46 @@ from ldseg_suite import distribute, metrics, training
 from ldseg_suite.data import pipeline, readers
 from ldseg_suite.errors import LDSegError
 from ldseg_suite.inverse.slices import SliceAverage
-from ldseg_suite.models.vae import ShapeVAE
 from ldseg_suite.tasks.common import atomic_csv, load_trained_weights, start_run
 from ldseg_suite.viz import gifs
 
-OUTPUTS = {"train": [], "infer": ["predictions", "metrics.csv", "summary.md"]}
+OUTPUTS = {"train": [], "infer": ["predictions", "metrics.csv", "summary.md"], "compare": ["compare.csv"],
+           "compare_steps": ["steps.csv"], "compare_latent": ["latent.png"]}
 METRICS = {"dice": metrics.dice, "vs": metrics.volumetric_similarity, "sen": metrics.sensitivity,
            "spec": metrics.specificity, "nmi": metrics.nmi, "kappa": metrics.cohen_kappa}
+BATCH = 4
 
 
-def build_model(cfg) -> ShapeVAE:
+def build_model(cfg):
+    from ldseg_suite.models.latent_ebm import ShapeLEBM, ShapeLSDEBM
+    from ldseg_suite.models.vae import ShapeVAE
+
     m = cfg.Model
-    model = ShapeVAE(cfg.Data.Size, m.LatentDim, m.BaseChannels, m.Levels, m.Beta, seed=cfg.Run.Seed)
+    args = (cfg.Data.Size, m.LatentDim, m.BaseChannels, m.Levels, m.Beta)
+    if cfg.Run.Method == "vae":
+        model = ShapeVAE(*args, seed=cfg.Run.Seed)
+    else:
+        p = cfg.Prior
+        prior = dict(energy_hidden=p.EnergyHidden, langevin_steps=p.LangevinSteps,
+                     langevin_step_size=p.LangevinStepSize, train_backbone=p.TrainBackbone, seed=cfg.Run.Seed)
+        model = (ShapeLEBM(*args, **prior) if cfg.Run.Method == "lebm"
+                 else ShapeLSDEBM(*args, segments=cfg.Diffusion.Segments, **prior))
     model.build((None, *cfg.Data.Size, 1))
     return model
+
+
+def init_backbone(model, cfg) -> None:
+    """Copy encoder and decoder weights from the VAE weights file ``[Prior] Backbone``."""
+    from ldseg_suite.models.vae import ShapeVAE
+
+    m = cfg.Model
+    vae = ShapeVAE(cfg.Data.Size, m.LatentDim, m.BaseChannels, m.Levels, m.Beta)
+    vae.build((None, *cfg.Data.Size, 1))
+    training.load_weights(vae, Path(cfg.Prior.Backbone), "[Prior] Backbone")
+    for dst, src in zip(model.backbone_variables(), vae.trainable_variables, strict=True):
+        dst.assign(src)
+    print(f"backbone: {cfg.Prior.Backbone} ({'trained further' if cfg.Prior.TrainBackbone else 'fixed'})",
+          flush=True)
 
 
 def masks_and_inputs(cfg, part):
@@ -44,8 +70,20 @@ def masks_and_inputs(cfg, part):
 
 
 def run(cfg, mode: str, out: Path, overwrite: bool = False) -> int:
+    from ldseg_suite.tasks.shape_schema import MODES
+
+    if mode not in MODES[cfg.Run.Method]:
+        raise LDSegError(f"--mode {mode}: expected one of {', '.join(MODES[cfg.Run.Method])} "
+                         f"for method {cfg.Run.Method}")
     run_dir, data = start_run(cfg, mode, out, overwrite, OUTPUTS)
-    (train if mode == "train" else infer)(cfg, data, run_dir)
+    if mode == "train":
+        train(cfg, data, run_dir)
+    elif mode == "infer":
+        infer(cfg, data, run_dir)
+    else:
+        from ldseg_suite.tasks import shape_compare
+
+        getattr(shape_compare, mode)(cfg, data, run_dir)
     return 0
 
 
@@ -60,11 +98,75 @@ def train(cfg, data, run_dir: Path) -> None:
         vt, vx = masks_and_inputs(cfg, data["val"])
         val = pipeline.make_dataset(vx, vt.astype(np.int32), 2, t.BatchSize)
         val_steps = max(1, math.ceil(len(vt) / t.BatchSize))
+
+    def build():
+        model = build_model(cfg)
+        if cfg.Run.Method != "vae" and cfg.Prior.Backbone:
+            init_backbone(model, cfg)
+        return model
+
     start = time.time()
-    training.fit(lambda: build_model(cfg), ds, steps, t.Epochs, run_dir, t, val, val_steps,
+    training.fit(build, ds, steps, t.Epochs, run_dir, t, val, val_steps,
                  strategy=distribute.strategy_for(cfg.Distribute.Strategy))
     print(f"trained to epoch {t.Epochs} in {time.time() - start:.0f} s; weights: "
           f"{run_dir / training.FINAL_WEIGHTS}", flush=True)
+
+
+def reconstruct(model, cfg, thick: np.ndarray) -> np.ndarray:
+    """Occupancy probabilities (N, *Size) for thick-slice inputs (N, *Size, 1): the encoder's mean for the
+    VAE; posterior Langevin with data consistency on the observed thick slices for LEBM and LSD-EBM."""
+    from keras import ops
+
+    out = []
+    for i in range(0, len(thick), BATCH):
+        x = thick[i:i + BATCH]
+        r = getattr(cfg, "Reconstruct", None)
+        if r is None or r.Steps == 0:
+            probs = model.reconstruct(x)
+        else:
+            op = SliceAverage(cfg.ThickSlice.Factor, axis=-2)
+            extra = {"start": r.Start or None} if cfg.Run.Method == "lsd_ebm" else {}
+            z = model.posterior_refine(x, op.forward(x), op.forward, r.Steps, r.StepSize, r.DataWeight,
+                                       r.Noise, seed=cfg.Run.Seed * 7919 + i, **extra)
+            probs = ops.sigmoid(model.decode(z))
+        out.append(np.asarray(probs)[..., 0])
+        print(f"  reconstructed {min(i + BATCH, len(thick))}/{len(thick)}", flush=True)
+    return np.concatenate(out)
+
+
+def score(name: str, case_names, masks, target) -> list[dict]:
+    return [{"case": c, "method": name, **{m: f(mask, t > 0.5) for m, f in METRICS.items()}}
+            for c, mask, t in zip(case_names, masks, target)]
+
+
+def test_split(cfg, data):
+    test = data["test"]
+    if not test.cases:
+        raise LDSegError(f"[Data] Split = {', '.join(map(str, cfg.Data.Split))}: the test split is empty")
+    return test
+
+
+def infer(cfg, data, run_dir: Path) -> None:
+    test = test_split(cfg, data)
+    model = build_model(cfg)
+    load_trained_weights(model, cfg, run_dir)
+    target, thick = masks_and_inputs(cfg, test)
+    probs = reconstruct(model, cfg, thick)
+    recon = probs > 0.5
+    base = [upsampling_baseline(t, cfg.ThickSlice.Factor) for t in target]
+    table = pd.DataFrame(score(cfg.Run.Method, test.names, recon, target)
+                         + score("upsampling", test.names, base, target))
+    for k, case in enumerate(test.cases):
+        full = pipeline.resize_label(recon[k].astype(np.int32), case.geometry.shape).astype(np.uint8)
+        readers.write_nifti(run_dir / "predictions" / f"{case.name}.nii.gz", full, case.geometry.affine)
+        if k < cfg.Output.Gifs:
+            gif = reconstruction_gif(run_dir / "gifs" / f"{case.name}.gif", thick[k, ..., 0],
+                                     {cfg.Run.Method: probs[k]}, target[k])
+            print(f"gif: {gif}", flush=True)
+    atomic_csv(table, run_dir / "metrics.csv")
+    summary = summary_table(table)
+    (run_dir / "summary.md").write_text(summary + "\n")
+    print(summary)
 
 
 def upsampling_baseline(target: np.ndarray, factor: int) -> np.ndarray:
@@ -73,48 +175,19 @@ def upsampling_baseline(target: np.ndarray, factor: int) -> np.ndarray:
     return ndimage.zoom(thick, (1,) * (thick.ndim - 1) + (factor,), order=1, mode="nearest") > 0.5
 
 
-def infer(cfg, data, run_dir: Path) -> None:
-    test = data["test"]
-    if not test.cases:
-        raise LDSegError(f"[Data] Split = {cfg.Data.Split}: the test split is empty")
-    model = build_model(cfg)
-    load_trained_weights(model, cfg, run_dir)
-    target, thick = masks_and_inputs(cfg, test)
-    probs = np.concatenate([np.asarray(model.reconstruct(thick[i:i + 4]))[..., 0]
-                            for i in range(0, len(thick), 4)])
-    pred_dir = run_dir / "predictions"
-    rows = []
-    method = cfg.Run.Method
-    for k, case in enumerate(test.cases):
-        recon = probs[k] > 0.5
-        base = upsampling_baseline(target[k], cfg.ThickSlice.Factor)
-        for name, mask in ((method, recon), ("upsampling", base)):
-            rows.append({"case": case.name, "method": name,
-                         **{m: f(mask, target[k] > 0.5) for m, f in METRICS.items()}})
-        full = pipeline.resize_label(recon.astype(np.int32), case.geometry.shape).astype(np.uint8)
-        readers.write_nifti(pred_dir / f"{case.name}.nii.gz", full, case.geometry.affine)
-        if k < cfg.Output.Gifs:
-            gif = reconstruction_gif(run_dir / "gifs" / f"{case.name}.gif", thick[k, ..., 0], probs[k], target[k])
-            print(f"gif: {gif}", flush=True)
-    table = pd.DataFrame(rows)
-    atomic_csv(table, run_dir / "metrics.csv")
-    summary = summary_table(table)
-    (run_dir / "summary.md").write_text(summary + "\n")
-    print(summary)
-
-
-def summary_table(table: pd.DataFrame) -> str:
-    """Method x metric, mean +- std over cases, as markdown."""
-    lines = ["| method | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
-    for method, group in table.groupby("method", sort=False):
+def summary_table(table: pd.DataFrame, by: str = "method") -> str:
+    """``by`` x metric, mean +- std over cases, as markdown."""
+    lines = [f"| {by} | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
+    for key, group in table.groupby(by, sort=False):
         cells = [f"{group[m].mean():.3f} +- {group[m].std(ddof=0):.3f}" for m in METRICS]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def reconstruction_gif(path, thick, probs, target) -> Path:
-    """Per z-slice: thick-slice input, reconstruction, target."""
-    frames = [gifs.render([thick[..., z], probs[..., z], target[..., z]], ["thick-slice input", "reconstruction",
-                          "target"], suptitle=f"slice z = {z}", layout="row")
+def reconstruction_gif(path, thick, recons: dict, target) -> Path:
+    """Per z-slice: thick-slice input, each reconstruction, target."""
+    titles = ["thick-slice input", *recons, "target"]
+    frames = [gifs.render([thick[..., z], *(r[..., z] for r in recons.values()), target[..., z]], titles,
+                          suptitle=f"slice z = {z}", layout="row")
               for z in range(0, target.shape[-1], max(1, target.shape[-1] // 32))]
     return gifs.write_gif(path, frames, fps=6)

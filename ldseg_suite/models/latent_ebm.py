@@ -1,0 +1,226 @@
+"""Latent energy-based priors on top of the shape VAE: LEBM and LSD-EBM (Wang et al., DGM4MICCAI 2024).
+
+Both keep the VAE's encoder (thick-slice volume -> q(z | x)) and decoder (z -> full-resolution logits) and
+add an energy on the latent:
+
+- **LEBM** (after Pang et al., NeurIPS 2020): p(z) ∝ exp(-E(z)) N(z; 0, I) with an MLP energy E. The
+  backbone's prior term is KL(q || N(0, I)) + E_q[E(z)] (the intractable log Z has no backbone
+  gradient); the energy learns by contrastive divergence, E(posterior z) - E(prior z), where prior z comes
+  from short-run Langevin on E(z) + |z|^2 / 2 started at N(0, I).
+- **LSD-EBM** (latent diffusion EBM, after Gao et al., ICLR 2021 and Yu et al., ICML 2022): the latent is
+  diffused over ``segments`` steps (cosine betas, so z_T ~ N(0, I)); an energy E(y, t) per segment,
+  with y = sqrt(1 - beta_{t+1}) z_t, is learnt by recovery likelihood: positives are diffused posterior
+  latents, negatives come from conditional Langevin on E(y, t) + |z_{t+1} - y|^2 / (2 beta_{t+1}) started
+  at z_{t+1}. Sampling runs that conditional Langevin from segment T down to 0. The backbone keeps the
+  VAE's Gaussian KL.
+
+``posterior_refine`` turns either prior into a reconstruction: Langevin on the latent's prior energy plus a
+data-consistency term, |A(sigmoid(decode(z))) - y_obs|^2 over the observed thick slices, started from the
+encoder's mean. Every Langevin chain is one compiled loop (``LangevinSampler``).
+"""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers, ops
+
+from ldseg_suite.diffusion import schedules
+from ldseg_suite.diffusion.langevin import LangevinSampler
+from ldseg_suite.models.vae import ShapeVAE
+from ldseg_suite.nets.layers import PKG, TimestepEmbedding
+
+
+@keras.saving.register_keras_serializable(PKG)
+class LatentEnergy(layers.Layer):
+    """MLP energy E(z) -> (batch,), or E(z, t) when ``segments`` > 0 (t embedded and added per layer)."""
+
+    def __init__(self, hidden: int = 200, depth: int = 3, segments: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden, self.depth, self.segments = hidden, depth, segments
+        self.dense = [layers.Dense(hidden) for _ in range(depth)]
+        self.out = layers.Dense(1)
+        self.t_embed = TimestepEmbedding(32) if segments else None
+        self.t_proj = [layers.Dense(hidden) for _ in range(depth)] if segments else []
+
+    def build(self, input_shape):
+        dim = input_shape[-1]
+        for d in self.dense:
+            d.build((None, dim))
+            dim = self.hidden
+        self.out.build((None, self.hidden))
+        if self.segments:
+            self.t_embed.build((None,))
+            for p in self.t_proj:
+                p.build((None, 128))
+        super().build(input_shape)
+
+    def call(self, z, t=None):
+        emb = self.t_embed(t) if self.segments else None
+        h = z
+        for k, d in enumerate(self.dense):
+            h = d(h)
+            if emb is not None:
+                h = h + self.t_proj[k](emb)
+            h = ops.leaky_relu(h, 0.2)
+        return self.out(h)[:, 0]
+
+    def get_config(self):
+        return {**super().get_config(), "hidden": self.hidden, "depth": self.depth, "segments": self.segments}
+
+
+class _LatentPriorVAE(ShapeVAE):
+    """Shared parts: the energy, and a train_step that updates backbone and energy from their own losses."""
+
+    segments = 0
+
+    def __init__(self, *args, energy_hidden: int = 200, langevin_steps: int = 30, langevin_step_size: float = 0.1,
+                 train_backbone: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.hp.update(dict(energy_hidden=energy_hidden, langevin_steps=langevin_steps,
+                            langevin_step_size=langevin_step_size, train_backbone=train_backbone))
+        self.energy = LatentEnergy(energy_hidden, segments=self.segments, name="energy")
+        for k in ("ebm_loss", "e_pos", "e_neg"):
+            self.trackers[k] = keras.metrics.Mean(name=k)
+        self.train_chain = LangevinSampler(self.chain_energy, langevin_steps, langevin_step_size)
+        if not train_backbone:
+            for layer in self.layers:
+                layer.trainable = layer is self.energy
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.energy.build((None, self.hp["latent_dim"]))
+
+    def backbone_variables(self):
+        own = {id(v) for v in self.energy.trainable_variables}
+        return [v for v in self.trainable_variables if id(v) not in own]
+
+    def _seed(self):
+        return tf.cast(self.seed_generator.next()[0], tf.int32)
+
+    def _noise(self, like, tag: int):
+        return tf.random.stateless_normal(tf.shape(like), tf.stack([self._seed(), tag]))
+
+    def train_step(self, data):
+        x = keras.utils.unpack_x_y_sample_weight(data)[0]
+        mean, logvar = self.encode(x, training=False)
+        z_post = tf.stop_gradient(mean + ops.exp(0.5 * logvar) * self._noise(mean, 1))
+        z_pos, z_neg, t = self.contrastive_pairs(z_post)
+        train_backbone = self.hp["train_backbone"]
+        with tf.GradientTape(persistent=True) as tape:
+            if train_backbone:
+                loss, parts = self._loss_terms(data, training=True)
+            e_pos = self.energy(z_pos, t)
+            e_neg = self.energy(z_neg, t)
+            # Contrastive divergence, plus a small penalty that keeps the energies near 0 (Du & Mordatch).
+            ebm_loss = ops.mean(e_pos - e_neg) + 0.01 * ops.mean(e_pos ** 2 + e_neg ** 2)
+        grads = dict(zip(map(id, self.energy.trainable_variables),
+                         tape.gradient(self.optimizer.scale_loss(ebm_loss), self.energy.trainable_variables)))
+        if train_backbone:
+            backbone = self.backbone_variables()
+            grads.update(zip(map(id, backbone), tape.gradient(self.optimizer.scale_loss(loss), backbone)))
+        del tape
+        # In the order of trainable_variables, which the optimiser's slots (and EMA) follow.
+        self.optimizer.apply_gradients([(grads[id(v)], v) for v in self.trainable_variables])
+        if not train_backbone:
+            parts = {"loss": ebm_loss}
+        return self._update({**parts, "ebm_loss": ebm_loss, "e_pos": e_pos, "e_neg": e_neg})
+
+    def data_energy(self, observe, weight: float):
+        """(z, y_obs) -> weight * sum |observe(sigmoid(decode(z))) - y_obs|^2 over the observed voxels."""
+        def energy(z, y_obs):
+            residual = observe(ops.sigmoid(self.decode(z))) - y_obs
+            return weight * ops.sum(ops.reshape(residual ** 2, (ops.shape(z)[0], -1)), axis=-1)
+        return energy
+
+
+@keras.saving.register_keras_serializable(PKG)
+class ShapeLEBM(_LatentPriorVAE):
+    def prior_energy(self, z):
+        return self.energy(z) + 0.5 * ops.sum(z ** 2, axis=-1)
+
+    def chain_energy(self, z, _cond):
+        return self.prior_energy(z)
+
+    def prior_extra(self, z):
+        return self.energy(z)
+
+    def contrastive_pairs(self, z_post):
+        z_neg = self.train_chain(self._noise(z_post, 2), None, self._seed())["x"]
+        return z_post, tf.stop_gradient(z_neg), None
+
+    def sample_latents(self, n: int, seed: int = 0, capture: bool = False):
+        """Prior samples by short-run Langevin from N(0, I), and the chain (steps, n, dim) if ``capture``."""
+        chain = LangevinSampler(self.chain_energy, self.hp["langevin_steps"], self.hp["langevin_step_size"],
+                                capture=capture)
+        out = chain(tf.random.stateless_normal((n, self.hp["latent_dim"]), [seed, 7]), None, seed)
+        return out["x"], out.get("trajectory")
+
+    def posterior_refine(self, x, y_obs, observe, steps: int, step_size: float, weight: float,
+                         noise: float = 1.0, seed: int = 0):
+        """Langevin on prior energy + data consistency, from the encoder's mean."""
+        fit = self.data_energy(observe, weight)
+        chain = LangevinSampler(lambda z, y: self.prior_energy(z) + fit(z, y), steps, step_size, noise)
+        return chain(self.encode(x)[0], y_obs, seed)["x"]
+
+
+@keras.saving.register_keras_serializable(PKG)
+class ShapeLSDEBM(_LatentPriorVAE):
+    def __init__(self, *args, segments: int = 20, **kwargs):
+        self.segments = segments
+        beta = np.clip(schedules.betas("cosine", segments), 1e-3, 0.999)  # the first segment must add noise
+        self.beta = tf.constant(beta, tf.float32)                                   # beta_{t+1}, t = 0..T-1
+        self.alpha_bar = tf.constant(np.concatenate([[1.0], np.cumprod(1 - beta.astype(np.float64))]),
+                                     tf.float32)                                    # of z_t, t = 0..T
+        super().__init__(*args, **kwargs)
+        self.hp["segments"] = segments
+
+    def chain_energy(self, y, cond):
+        """E(y, t) + |z_{t+1} - y|^2 / (2 beta_{t+1}) with cond = (z_{t+1}, t)."""
+        z_next, t = cond[0], cond[1]
+        return self.energy(y, t) + ops.sum((z_next - y) ** 2, axis=-1) / (2 * ops.take(self.beta, t))
+
+    def contrastive_pairs(self, z0):
+        t = tf.random.stateless_uniform(tf.shape(z0)[:1], tf.stack([self._seed(), 2]), 0, self.segments,
+                                        dtype=tf.int32)
+        ab = ops.take(self.alpha_bar, t)[:, None]
+        beta = ops.take(self.beta, t)[:, None]
+        z_t = ops.sqrt(ab) * z0 + ops.sqrt(1 - ab) * self._noise(z0, 3)
+        y_pos = ops.sqrt(1 - beta) * z_t
+        z_next = y_pos + ops.sqrt(beta) * self._noise(z0, 4)
+        y_neg = self.train_chain(z_next, (z_next, t), self._seed(), ops.sqrt(beta))["x"]
+        return y_pos, tf.stop_gradient(y_neg), t
+
+    def reverse(self, chain, z, start: int, seed: int = 0, obs=None):
+        """Conditional Langevin from segment ``start`` down to 0: (z_0, latents (start + 1, n, dim))."""
+        path = [z]
+        n = int(z.shape[0])
+        for t in range(start - 1, -1, -1):
+            beta = float(self.beta[t])
+            cond = (z, tf.fill((n,), t)) + ((obs,) if obs is not None else ())
+            y = chain(z, cond, seed * 1000 + t, beta ** 0.5)["x"]
+            z = y / (1 - beta) ** 0.5
+            path.append(z)
+        return z, tf.stack(path)
+
+    def sample_latents(self, n: int, seed: int = 0, capture: bool = False):
+        z_T = tf.random.stateless_normal((n, self.hp["latent_dim"]), [seed, 7])
+        z, path = self.reverse(self.train_chain, z_T, self.segments, seed)
+        return z, (path if capture else None)
+
+    def posterior_refine(self, x, y_obs, observe, steps: int, step_size: float, weight: float,
+                         noise: float = 1.0, seed: int = 0, start: int | None = None):
+        """Diffuse the encoder's mean to segment ``start`` (default T // 4, at least 1), then denoise segment
+        by segment with conditional Langevin plus data consistency on each z_t = y / sqrt(1 - beta)."""
+        start = max(1, self.segments // 4) if start is None else min(start, self.segments)
+        fit = self.data_energy(observe, weight)
+
+        def energy(y, cond):
+            beta = ops.take(self.beta, cond[1])
+            return self.chain_energy(y, cond) + fit(y / ops.sqrt(1 - beta)[:, None], cond[2])
+
+        chain = LangevinSampler(energy, steps, step_size, noise)
+        mean = self.encode(x)[0]
+        ab = float(self.alpha_bar[start])
+        z = ab ** 0.5 * mean + (1 - ab) ** 0.5 * tf.random.stateless_normal(tf.shape(mean), [seed, 11])
+        return self.reverse(chain, z, start, seed, tf.cast(y_obs, tf.float32))[0]
