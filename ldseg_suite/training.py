@@ -127,10 +127,11 @@ class NaNGuard(keras.callbacks.Callback):
 
 
 def fit(build_model, train_ds, steps_per_epoch: int, epochs: int, run_dir: Path, training_cfg, val_ds=None,
-        val_steps=None, strategy=None):
+        val_steps=None, strategy=None, loss=None, metrics=None):
     """Train to ``epochs`` total epochs, resuming from ``run_dir/checkpoints`` when it has a checkpoint.
 
-    ``build_model()`` makes a new built model (called inside ``strategy.scope()``). Returns the trained
+    ``build_model()`` makes a new built model (called inside ``strategy.scope()``); ``loss`` and ``metrics`` go
+    to ``compile`` for models that use Keras' own train_step. Returns the trained
     model with its EMA weights swapped in, also exported to ``run_dir/model.weights.h5``.
     """
     strategy = strategy or tf.distribute.get_strategy()
@@ -145,7 +146,8 @@ def fit(build_model, train_ds, steps_per_epoch: int, epochs: int, run_dir: Path,
             print(f"resuming from {path} (completed epochs: {done})", flush=True)
         else:
             model = build_model()
-            model.compile(optimizer=make_optimizer(training_cfg), jit_compile=training_cfg.JitCompile)
+            model.compile(optimizer=make_optimizer(training_cfg), loss=loss, metrics=metrics,
+                          jit_compile=training_cfg.JitCompile)
     if done >= epochs:
         print(f"nothing to do: {done} epochs already completed (asked for {epochs})", flush=True)
         model.optimizer.finalize_variable_values(model.trainable_variables)  # model.fit would do this

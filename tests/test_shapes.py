@@ -52,3 +52,82 @@ Gifs = 1
     arr, geom = readers.read_nifti(next((tmp_path / "run" / "predictions").glob("*.nii.gz")))
     assert arr.shape == (16, 16, 16)
     assert list((tmp_path / "run" / "gifs").glob("*.gif"))
+
+
+def _write_cfg(path, method, root, extra=""):
+    prior = """[Prior]
+LangevinSteps = 3
+EnergyHidden = 16
+Backbone = {backbone}
+TrainBackbone = false
+[Reconstruct]
+Steps = 2
+""" if method != "vae" else ""
+    path.write_text(f"""[Run]
+Method = {method}
+[Data]
+Root = {root}
+Kind = 3d
+Size = 16, 16, 16
+Channels = 1
+Normalize = none
+Split = 0.5, 0.17, 0.33
+[ThickSlice]
+Factor = 4
+[Model]
+LatentDim = 8
+BaseChannels = 4
+Levels = 2
+{prior}{extra}[Training]
+Epochs = 1
+BatchSize = 2
+[Output]
+Gifs = 1
+Weights = {{weights}}
+""")
+
+
+def test_lebm_lsd_ebm_on_a_fixed_vae_backbone_and_the_comparison_table(tmp_path):
+    root = tmp_path / "vert"
+    for k, m in enumerate(shapes.make_vertebrae(6, 16, seed=0)):
+        readers.write_nifti(root / "images" / f"v{k}.nii.gz", m, np.eye(4))
+    runs = {m: tmp_path / m for m in ("vae", "lebm", "lsd_ebm")}
+    cfgs = {m: tmp_path / f"{m}.ini" for m in runs}
+    _write_cfg(cfgs["vae"], "vae", root)
+    _write_cfg(cfgs["lebm"], "lebm", root)
+    _write_cfg(cfgs["lsd_ebm"], "lsd_ebm", root,
+               f"[Diffusion]\nSegments = 3\n[Compare]\nVAE = {cfgs['vae']}\nLEBM = {cfgs['lebm']}\nSegments = 1, 2\n"
+               "Samples = 8\n")
+    backbone = runs["vae"] / "model.weights.h5"
+    for m, path in cfgs.items():
+        path.write_text(path.read_text().format(backbone=backbone, weights=runs[m] / "model.weights.h5"))
+        assert cli.main(["--cfg", str(path), "--mode", "train", "--out", str(runs[m])]) == 0
+    out = tmp_path / "cmp"
+    assert cli.main(["--cfg", str(cfgs["lsd_ebm"]), "--mode", "compare", "--out", str(out)]) == 0
+    table = pd.read_csv(out / "compare.csv")
+    assert list(table.method.unique()) == ["VAE", "LEBM", "LSD-EBM", "upsampling"]
+    assert table[["dice", "vs", "sen", "spec", "nmi", "kappa"]].notna().all().all()
+    md = (out / "compare.md").read_text()
+    assert all(f"| {m} |" in md for m in ("VAE", "LEBM", "LSD-EBM", "upsampling"))
+    assert list((out / "gifs").glob("compare_*.gif"))
+    assert cli.main(["--cfg", str(cfgs["lsd_ebm"]), "--mode", "compare_steps", "--out", str(out)]) == 0
+    assert sorted(pd.read_csv(out / "steps.csv").segments.unique()) == [1, 2]
+    assert (out / "steps.png").stat().st_size > 0
+    assert cli.main(["--cfg", str(cfgs["lsd_ebm"]), "--mode", "compare_latent", "--out", str(out)]) == 0
+    stats = pd.read_csv(out / "latent_stats.csv")
+    assert set(stats.model) == {"LEBM", "LSD-EBM"}
+    assert (out / "latent.png").is_file() and (out / "latent_steps.png").is_file()
+
+
+def test_compare_refuses_a_config_on_other_data(tmp_path, capsys):
+    root = tmp_path / "vert"
+    for k, m in enumerate(shapes.make_vertebrae(3, 16, seed=0)):
+        readers.write_nifti(root / "images" / f"v{k}.nii.gz", m, np.eye(4))
+    vae, lsd = tmp_path / "vae.ini", tmp_path / "lsd.ini"
+    _write_cfg(vae, "vae", root)
+    vae.write_text(vae.read_text().format(weights="w.h5").replace("Factor = 4", "Factor = 2"))
+    _write_cfg(lsd, "lsd_ebm", root, f"[Compare]\nVAE = {vae}\n")
+    lsd.write_text(lsd.read_text().format(backbone="b.h5", weights="w.h5"))
+    assert cli.main(["--cfg", str(lsd), "--mode", "compare", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "[Compare] VAE" in err and "[ThickSlice] Factor differs" in err

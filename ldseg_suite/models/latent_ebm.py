@@ -83,17 +83,17 @@ class _LatentPriorVAE(ShapeVAE):
         for k in ("ebm_loss", "e_pos", "e_neg"):
             self.trackers[k] = keras.metrics.Mean(name=k)
         self.train_chain = LangevinSampler(self.chain_energy, langevin_steps, langevin_step_size)
-        if not train_backbone:
-            for layer in self.layers:
-                layer.trainable = layer is self.energy
 
     def build(self, input_shape):
         super().build(input_shape)
         self.energy.build((None, self.hp["latent_dim"]))
+        if not self.hp["train_backbone"]:  # after build: sublayers made in build() must be frozen too
+            for layer in self.layers:
+                layer.trainable = layer is self.energy
 
-    def backbone_variables(self):
-        own = {id(v) for v in self.energy.trainable_variables}
-        return [v for v in self.trainable_variables if id(v) not in own]
+    def backbone_weights(self):
+        """Encoder and decoder weights, in the order of a ShapeVAE's ``layers`` of the same configuration."""
+        return [w for layer in self.layers if layer is not self.energy for w in layer.weights]
 
     def _seed(self):
         return tf.cast(self.seed_generator.next()[0], tf.int32)
@@ -117,7 +117,7 @@ class _LatentPriorVAE(ShapeVAE):
         grads = dict(zip(map(id, self.energy.trainable_variables),
                          tape.gradient(self.optimizer.scale_loss(ebm_loss), self.energy.trainable_variables)))
         if train_backbone:
-            backbone = self.backbone_variables()
+            backbone = [w for w in self.backbone_weights() if w.trainable]
             grads.update(zip(map(id, backbone), tape.gradient(self.optimizer.scale_loss(loss), backbone)))
         del tape
         # In the order of trainable_variables, which the optimiser's slots (and EMA) follow.

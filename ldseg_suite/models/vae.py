@@ -2,8 +2,9 @@
 
 The encoder sees the thick-slice volume and gives a Gaussian posterior over a ``latent_dim`` latent
 (reparameterised sampling with tensorflow-probability); the decoder maps a latent to full-resolution
-occupancy logits. Loss: BCE + (1 - soft Dice) of the full-resolution mask + ``beta`` x KL(q(z|x) || N(0, I))
-per voxel. Rank-agnostic: ``spatial_dims`` 2 or 3.
+occupancy logits. Loss: BCE + ``dice_weight`` x (1 - soft Dice) of the full-resolution mask
++ ``beta`` x KL(q(z|x) || N(0, I)) per voxel. Rank-agnostic (2D or 3D from ``size``): with the image as its
+own target and ``dice_weight`` 0 it is the generator of the 2D image models (BCE on grey values in [0, 1]).
 """
 from __future__ import annotations
 
@@ -20,10 +21,10 @@ tfd = tfp.distributions
 @keras.saving.register_keras_serializable(PKG)
 class ShapeVAE(keras.Model):
     def __init__(self, size=(64, 64, 64), latent_dim: int = 100, base_channels: int = 16, levels: int = 4,
-                 beta: float = 1.0, seed: int = 0, **kwargs):
+                 beta: float = 1.0, seed: int = 0, dice_weight: float = 1.0, **kwargs):
         super().__init__(**kwargs)
         self.hp = dict(size=list(size), latent_dim=latent_dim, base_channels=base_channels, levels=levels,
-                       beta=beta, seed=seed)
+                       beta=beta, seed=seed, dice_weight=dice_weight)
         sd = len(size)
         chans = [min(base_channels * 2 ** i, 4 * base_channels) for i in range(levels)]
         self.bottom = tuple(s // 2 ** levels for s in size)
@@ -93,7 +94,7 @@ class ShapeVAE(keras.Model):
         for s in self.hp["size"]:
             voxels *= s
         kl = (ops.sum(tfd.kl_divergence(q, tfd.Normal(0.0, 1.0)), axis=-1) + self.prior_extra(z)) / voxels
-        per_example = bce + (1 - dice) + self.hp["beta"] * kl
+        per_example = bce + self.hp["dice_weight"] * (1 - dice) + self.hp["beta"] * kl
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         loss = ops.sum(per_example) / ops.cast(ops.shape(x)[0] * replicas, "float32")
         return loss, {"loss": per_example, "bce": bce, "dice_loss": 1 - dice, "kl": kl}

@@ -55,7 +55,7 @@ def init_backbone(model, cfg) -> None:
     vae = ShapeVAE(cfg.Data.Size, m.LatentDim, m.BaseChannels, m.Levels, m.Beta)
     vae.build((None, *cfg.Data.Size, 1))
     training.load_weights(vae, Path(cfg.Prior.Backbone), "[Prior] Backbone")
-    for dst, src in zip(model.backbone_variables(), vae.trainable_variables, strict=True):
+    for dst, src in zip(model.backbone_weights(), [w for layer in vae.layers for w in layer.weights], strict=True):
         dst.assign(src)
     print(f"backbone: {cfg.Prior.Backbone} ({'trained further' if cfg.Prior.TrainBackbone else 'fixed'})",
           flush=True)

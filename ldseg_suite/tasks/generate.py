@@ -1,0 +1,226 @@
+"""2D image generation runner: pixel-space EBM, LEBM and LSD-EBM (latent priors with a generator), scored by
+FID on the features of a small classifier trained on the same data ("FID (local features)").
+
+Modes: ``train``; ``sample`` (a sample grid PNG, a GIF of the sampling chain, ``fid.csv``/``fid.md`` with
+this model's FID, the real-vs-real floor and the models of ``[FID] Compare``); for ``fid_classifier``,
+``train`` and ``infer`` (test accuracy).
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ldseg_suite import config, distribute, sections, training
+from ldseg_suite.data.idx import load_idx_pair
+from ldseg_suite.errors import LDSegError
+from ldseg_suite.fid import frechet_distance
+from ldseg_suite.tasks.common import atomic_csv, load_trained_weights, prepare_run_dir
+from ldseg_suite.tasks.generate_schema import MODES
+from ldseg_suite.viz import gifs
+
+OUTPUTS = {"train": [], "sample": ["samples.png", "fid.csv"], "infer": ["accuracy.csv"]}
+
+
+def load_images(images_cfg, split: str):
+    """(float32 (N, Size, Size, 1) in [0, 1], uint8 labels) of an IDX split, zero-padded or centre-cropped."""
+    root = Path(images_cfg.Root)
+    if not root.is_dir():
+        raise LDSegError(f"[Images] Root = {images_cfg.Root}: folder not found (expected IDX files, e.g. data/fashion)")
+    images, labels = load_idx_pair(root, split)
+    if split == "train" and images_cfg.Limit:
+        images, labels = images[:images_cfg.Limit], labels[:images_cfg.Limit]
+    size, n = images_cfg.Size, images.shape[1]
+    if size >= n:
+        lo = (size - n) // 2
+        images = np.pad(images, ((0, 0), (lo, size - n - lo), (lo, size - n - lo)))
+    else:
+        lo = (n - size) // 2
+        images = images[:, lo:lo + size, lo:lo + size]
+    return (images.astype(np.float32) / 255.0)[..., None], labels
+
+
+def build_model(cfg):
+    size = (cfg.Images.Size, cfg.Images.Size)
+    method = cfg.Run.Method
+    if method == "ebm":
+        from ldseg_suite.models.image_ebm import PixelEBM
+
+        e = cfg.EBM
+        model = PixelEBM(size, 1, e.BaseChannels, e.LangevinSteps, e.LangevinStepSize, e.Noise, e.BufferSize,
+                         e.Reinit, seed=cfg.Run.Seed)
+    elif method == "fid_classifier":
+        from ldseg_suite.models.classifier import FeatureClassifier
+
+        model = FeatureClassifier(size, 1, 10, cfg.Classifier.BaseChannels, cfg.Classifier.Features)
+    else:
+        from ldseg_suite.models.latent_ebm import ShapeLEBM, ShapeLSDEBM
+
+        m, p = cfg.Model, cfg.Prior
+        args = (size, m.LatentDim, m.BaseChannels, m.Levels, m.Beta)
+        kw = dict(energy_hidden=p.EnergyHidden, langevin_steps=p.LangevinSteps, langevin_step_size=p.LangevinStepSize,
+                  seed=cfg.Run.Seed, dice_weight=0.0)
+        model = ShapeLEBM(*args, **kw) if method == "lebm_2d" else ShapeLSDEBM(*args, segments=cfg.Diffusion.Segments,
+                                                                               **kw)
+    model.build((None, *size, 1))
+    return model
+
+
+def run(cfg, mode: str, out: Path, overwrite: bool = False) -> int:
+    import keras
+
+    if mode not in MODES[cfg.Run.Method]:
+        raise LDSegError(f"--mode {mode}: expected one of {', '.join(MODES[cfg.Run.Method])} "
+                         f"for method {cfg.Run.Method}")
+    run_dir = prepare_run_dir(out, OUTPUTS[mode], overwrite)
+    cfg.write(run_dir / "config.ini")
+    keras.utils.set_random_seed(cfg.Run.Seed)
+    distribute.set_precision(cfg.Training.Precision)
+    {"train": train, "sample": sample, "infer": classifier_accuracy}[mode](cfg, run_dir)
+    return 0
+
+
+def train(cfg, run_dir: Path) -> None:
+    import keras
+    import tensorflow as tf
+
+    t = cfg.Training
+    images, labels = load_images(cfg.Images, "train")
+    print(f"data: {cfg.Images.Root}: {len(images)} training images", flush=True)
+    if cfg.Run.Method == "fid_classifier":
+        target = tf.one_hot(labels, 10)
+    elif cfg.Run.Method == "ebm":
+        target = np.zeros((len(images), 1), np.float32)
+    else:
+        target = np.concatenate([1 - images, images], axis=-1)  # the image is its own target
+    ds = (tf.data.Dataset.from_tensor_slices((images, target)).shuffle(len(images), seed=cfg.Run.Seed)
+          .repeat().batch(t.BatchSize, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+    steps = t.StepsPerEpoch or max(1, len(images) // t.BatchSize)
+    classifier = cfg.Run.Method == "fid_classifier"  # uses Keras' own train_step with cross-entropy
+    start = time.time()
+    training.fit(lambda: build_model(cfg), ds, steps, t.Epochs, run_dir, t,
+                 strategy=distribute.strategy_for(cfg.Distribute.Strategy),
+                 loss=keras.losses.CategoricalCrossentropy(from_logits=True) if classifier else None,
+                 metrics=["accuracy"] if classifier else None)
+    print(f"trained to epoch {t.Epochs} in {time.time() - start:.0f} s; weights: "
+          f"{run_dir / training.FINAL_WEIGHTS}", flush=True)
+
+
+def _load(cfg, run_dir: Path | None):
+    model = build_model(cfg)
+    if run_dir is None:
+        if not cfg.Output.Weights:
+            raise LDSegError(f"{cfg.source}: [Output] Weights is empty (needed to score this model here)")
+        training.load_weights(model, Path(cfg.Output.Weights), f"{cfg.source}: [Output] Weights")
+    else:
+        load_trained_weights(model, cfg, run_dir)
+    return model
+
+
+def classifier_for(cfg):
+    path = Path(cfg.FID.ClassifierConfig)
+    if not path.is_file():
+        raise LDSegError(f"[FID] ClassifierConfig = {path}: config file not found")
+    ccfg = config.load(path, sections.schema_for)
+    if ccfg.Images.Size != cfg.Images.Size:
+        raise LDSegError(f"[FID] ClassifierConfig = {path}: [Images] Size {ccfg.Images.Size} differs from "
+                         f"{cfg.Images.Size}")
+    model = build_model(ccfg)
+    training.load_weights(model, Path(cfg.FID.Classifier), "[FID] Classifier")
+    return model
+
+
+def features(classifier, images, batch: int = 500) -> np.ndarray:
+    return np.concatenate([np.asarray(classifier.features(images[i:i + batch])) for i in range(0, len(images), batch)])
+
+
+def generate(model, cfg, n: int, seed: int, capture: bool = False):
+    """(images (n, S, S, 1) in [0, 1], chain frames (steps, k, S, S, 1) of the first k images or None)."""
+    from keras import ops
+
+    s = cfg.Sample
+    out, chain = [], None
+    for i in range(0, n, s.BatchSize):
+        k = min(s.BatchSize, n - i)
+        first = capture and i == 0
+        if cfg.Run.Method == "ebm":
+            x, path = model.sample(k, seed=seed + i, steps=s.Steps or None, capture=first)
+        else:
+            z, path = model.sample_latents(k, seed=seed + i, capture=first)
+            x = ops.sigmoid(model.decode(z))
+            if first:  # decode the latent chain, 16 images per frame
+                path = np.stack([np.asarray(ops.sigmoid(model.decode(p[:16]))) for p in np.asarray(path)])
+        out.append(np.asarray(x))
+        if first:
+            chain = np.asarray(path)[:, :16]
+    return np.concatenate(out), chain
+
+
+def grid(images: np.ndarray, rows: int) -> np.ndarray:
+    """Tile (rows*rows, S, S, 1) images into one (rows*S, rows*S) array."""
+    images = images[:rows * rows, ..., 0]
+    rows = int(math.sqrt(len(images)))
+    s = images.shape[1]
+    return images[:rows * rows].reshape(rows, rows, s, s).transpose(0, 2, 1, 3).reshape(rows * s, rows * s)
+
+
+def sample(cfg, run_dir: Path) -> None:
+    from ldseg_suite.data.readers import write_png
+
+    s = cfg.Sample
+    model = _load(cfg, run_dir)
+    start = time.time()
+    images, chain = generate(model, cfg, s.Samples, cfg.Run.Seed, capture=True)
+    print(f"sampled {len(images)} images in {time.time() - start:.0f} s", flush=True)
+    write_png(run_dir / "samples.png", (grid(images, s.Grid) * 255).round().astype(np.uint8))
+    frames = [gifs.render([grid(c, 4)], [f"step {k + 1}/{len(chain)}"], suptitle=cfg.Run.Method)
+              for k, c in zip(gifs.pick_frames(len(chain), 24), chain[gifs.pick_frames(len(chain), 24)])]
+    print(f"gif: {gifs.write_gif(run_dir / 'chain.gif', frames, fps=4)}", flush=True)
+    classifier = classifier_for(cfg)
+    test, _ = load_images(cfg.Images, "t10k")
+    train_images, _ = load_images(cfg.Images, "train")
+    rng = np.random.default_rng(cfg.Run.Seed)
+    real_test = features(classifier, test)
+    real_train = features(classifier, train_images[rng.choice(len(train_images), len(test), replace=False)])
+    rows = [{"model": f"real train images ({len(test)}) vs test (floor)",
+             "fid_local": frechet_distance(real_train, real_test), "samples": len(test)},
+            {"model": f"{cfg.Run.Method} (this run)", "fid_local": frechet_distance(features(classifier, images),
+                                                                                    real_test),
+             "samples": len(images)}]
+    for path in cfg.FID.Compare:
+        other = _other(path, cfg)
+        imgs, _ = generate(_load(other, None), other, s.Samples, cfg.Run.Seed)
+        rows.append({"model": f"{other.Run.Method} ({path})",
+                     "fid_local": frechet_distance(features(classifier, imgs), real_test), "samples": len(imgs)})
+    table = pd.DataFrame(rows)
+    atomic_csv(table, run_dir / "fid.csv")
+    md = ("FID (local features): Frechet distance on the features of the project's own Fashion-MNIST "
+          "classifier against the held-out test images; not comparable to Inception FID.\n\n"
+          "| model | FID (local features) | samples |\n|---|---|---|\n"
+          + "\n".join(f"| {r['model']} | {r['fid_local']:.2f} | {r['samples']} |" for r in rows) + "\n")
+    (run_dir / "fid.md").write_text(md)
+    print(md)
+
+
+def _other(path: str, cfg):
+    p = Path(path)
+    if not p.is_file():
+        raise LDSegError(f"[FID] Compare = {path}: config file not found")
+    other = config.load(p, sections.schema_for)
+    if other.Run.Method not in ("ebm", "lebm_2d", "lsd_ebm_2d") or other.Images.Size != cfg.Images.Size:
+        raise LDSegError(f"[FID] Compare = {path}: expected a generation config (ebm, lebm_2d, lsd_ebm_2d) with "
+                         f"[Images] Size = {cfg.Images.Size}")
+    return other
+
+
+def classifier_accuracy(cfg, run_dir: Path) -> None:
+    model = _load(cfg, run_dir)
+    test, labels = load_images(cfg.Images, "t10k")
+    logits = np.concatenate([np.asarray(model(test[i:i + 500])) for i in range(0, len(test), 500)])
+    accuracy = float((logits.argmax(-1) == labels).mean())
+    atomic_csv(pd.DataFrame([{"split": "t10k", "images": len(test), "accuracy": accuracy}]),
+               run_dir / "accuracy.csv")
+    print(f"test accuracy: {accuracy:.4f} on {len(test)} images")

@@ -1,0 +1,114 @@
+"""Latent EBM priors (LEBM, LSD-EBM), the pixel EBM, the FID classifier and the Frechet distance."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ldseg_suite.fid import frechet_distance
+from ldseg_suite.inverse.slices import SliceAverage
+from ldseg_suite.models.classifier import FeatureClassifier
+from ldseg_suite.models.image_ebm import PixelEBM
+from ldseg_suite.models.latent_ebm import ShapeLEBM, ShapeLSDEBM
+from ldseg_suite.models.vae import ShapeVAE
+
+SIZE = (16, 16, 16)
+
+
+def tiny(cls, **kw):
+    model = cls(SIZE, latent_dim=6, base_channels=4, levels=2, seed=0, **kw)
+    model.build((None, *SIZE, 1))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    return model
+
+
+def batch(n=2):
+    rng = np.random.default_rng(0)
+    mask = (rng.random((n, *SIZE)) > 0.7).astype(np.float32)
+    return mask[..., None], np.stack([1 - mask, mask], -1)
+
+
+@pytest.mark.parametrize("cls", [ShapeVAE, ShapeLEBM, ShapeLSDEBM])
+def test_train_step_runs_and_changes_the_weights(cls):
+    kw = {} if cls is ShapeVAE else dict(langevin_steps=3, **({"segments": 4} if cls is ShapeLSDEBM else {}))
+    model = tiny(cls, **kw)
+    before = [w.numpy().copy() for w in model.trainable_variables]
+    logs = model.train_on_batch(*batch(), return_dict=True)
+    assert all(np.isfinite(v) for v in logs.values())
+    changed = [not np.allclose(a, w.numpy()) for a, w in zip(before, model.trainable_variables)]
+    assert all(changed)
+    if cls is not ShapeVAE:
+        assert {"ebm_loss", "e_pos", "e_neg"} <= set(logs)
+
+
+@pytest.mark.parametrize("cls", [ShapeLEBM, ShapeLSDEBM])
+def test_fixed_backbone_trains_the_energy_only(cls):
+    model = tiny(cls, langevin_steps=3, train_backbone=False)
+    energy_paths = {v.path for v in model.energy.trainable_variables}
+    assert {v.path for v in model.trainable_variables} == energy_paths
+    fixed = [v for v in model.non_trainable_variables if v.path not in energy_paths and v.dtype == "float32"]
+    before = [v.numpy().copy() for v in fixed]
+    energy = [v.numpy().copy() for v in model.energy.trainable_variables]
+    model.train_on_batch(*batch())
+    assert len(fixed) > 10 and all(np.array_equal(a, v.numpy()) for a, v in zip(before, fixed))
+    assert not any(np.array_equal(a, v.numpy()) for a, v in zip(energy, model.energy.trainable_variables))
+
+
+def test_lsd_ebm_schedule_ends_near_pure_noise_and_samples_through_all_segments():
+    model = tiny(ShapeLSDEBM, langevin_steps=2, segments=5)
+    assert model.alpha_bar.shape == (6,) and float(model.alpha_bar[0]) == 1.0
+    assert float(model.alpha_bar[-1]) < 0.01
+    z, path = model.sample_latents(3, seed=1, capture=True)
+    assert z.shape == (3, 6) and path.shape == (6, 3, 6)
+    np.testing.assert_array_equal(z.numpy(), model.sample_latents(3, seed=1)[0].numpy())
+
+
+@pytest.mark.parametrize("cls", [ShapeLEBM, ShapeLSDEBM])
+def test_posterior_refinement_lowers_the_data_residual(cls):
+    """Noise-free posterior Langevin with a strong data term fits the observed thick slices better than the
+    encoder's mean does."""
+    kw = {"segments": 4} if cls is ShapeLSDEBM else {}
+    model = tiny(cls, langevin_steps=2, **kw)
+    x, _ = batch(2)
+    op = SliceAverage(4, axis=-2)
+    y = op.forward(x)
+
+    def residual(z):
+        return float(tf.reduce_sum((op.forward(tf.sigmoid(model.decode(z))) - y) ** 2))
+
+    z0 = model.encode(x)[0]
+    extra = {"start": 1} if cls is ShapeLSDEBM else {}
+    z = model.posterior_refine(x, y, op.forward, steps=20, step_size=0.05, weight=10.0, noise=0.0, **extra)
+    assert residual(z) < residual(z0)
+
+
+def test_pixel_ebm_train_step_fills_its_replay_buffer():
+    model = PixelEBM((16, 16), base_channels=4, langevin_steps=3, buffer_size=8, reinit=0.0)
+    model.build((None, 16, 16, 1))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    before = model.buffer.numpy().copy()
+    logs = model.train_on_batch(np.random.default_rng(0).random((4, 16, 16, 1), np.float32), np.zeros((4, 1)),
+                                return_dict=True)
+    assert np.isfinite(logs["loss"])
+    after = model.buffer.numpy()
+    changed = np.any(before != after, axis=(1, 2, 3))
+    assert 1 <= changed.sum() <= 4  # the chains of this batch went back into the buffer
+    assert after.min() >= 0 and after.max() <= 1
+    images, chain = model.sample(3, seed=0, capture=True)
+    assert images.shape == (3, 16, 16, 1) and chain.shape == (3, 3, 16, 16, 1)
+
+
+def test_classifier_features_have_the_configured_width():
+    model = FeatureClassifier((16, 16), features=12)
+    model.build((None, 16, 16, 1))
+    assert model.features(np.zeros((2, 16, 16, 1), np.float32)).shape == (2, 12)
+    assert model(np.zeros((2, 16, 16, 1), np.float32)).shape == (2, 10)
+
+
+def test_frechet_distance_of_gaussians_matches_the_closed_form():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(20000, 3))
+    b = rng.normal(size=(20000, 3)) * 2.0 + np.array([1.0, 0.0, -2.0])
+    # |mu|^2 = 5; Tr(I + 4I - 2 * 2I) = 3
+    assert frechet_distance(a, b) == pytest.approx(8.0, rel=0.03)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(a, b) == pytest.approx(frechet_distance(b, a), rel=1e-6)
