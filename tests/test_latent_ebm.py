@@ -73,7 +73,7 @@ def test_posterior_refinement_lowers_the_data_residual(cls):
     y = op.forward(x)
 
     def residual(z):
-        return float(tf.reduce_sum((op.forward(tf.sigmoid(model.decode(z))) - y) ** 2))
+        return float(tf.reduce_sum((op.forward(tf.sigmoid(model.decode(z, x))) - y) ** 2))
 
     z0 = model.encode(x)[0]
     extra = {"start": 1} if cls is ShapeLSDEBM else {}

@@ -22,8 +22,8 @@ class FeatureClassifier(keras.Model):
         b = base_channels
         self.body = [layers.Conv2D(b, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
                      layers.Conv2D(2 * b, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
-                     layers.Conv2D(4 * b, 3, padding="same", activation="relu"), layers.MaxPooling2D(), layers.Flatten(),
-                     layers.Dense(features, activation="relu")]
+                     layers.Conv2D(4 * b, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
+                     layers.Flatten(), layers.Dense(features, activation="relu")]
         self.dropout = layers.Dropout(0.3)
         self.head = layers.Dense(classes)
 

@@ -29,8 +29,8 @@ class PixelEBM(keras.Model):
                       layers.Conv2D(2 * b, 3, padding="same"), layers.Conv2D(2 * b, 3, strides=2, padding="same"),
                       layers.Conv2D(4 * b, 3, padding="same"), layers.Conv2D(4 * b, 3, strides=2, padding="same")]
         self.head = layers.Dense(1)
-        self.buffer = self.add_weight(shape=(buffer_size, *size, channels), initializer=keras.initializers.RandomUniform(0.0, 1.0),
-                                      trainable=False, name="replay_buffer")
+        self.buffer = self.add_weight(shape=(buffer_size, *size, channels), trainable=False, name="replay_buffer",
+                                      initializer=keras.initializers.RandomUniform(0.0, 1.0))
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.trackers = {k: keras.metrics.Mean(name=k) for k in ("loss", "e_pos", "e_neg")}
         self.chain = LangevinSampler(lambda x, _: self(x), langevin_steps, langevin_step_size, noise_scale)

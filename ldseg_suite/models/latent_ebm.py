@@ -8,14 +8,15 @@ add an energy on the latent:
   gradient); the energy learns by contrastive divergence, E(posterior z) - E(prior z), where prior z comes
   from short-run Langevin on E(z) + |z|^2 / 2 started at N(0, I).
 - **LSD-EBM** (latent diffusion EBM, after Gao et al., ICLR 2021 and Yu et al., ICML 2022): the latent is
-  diffused over ``segments`` steps (cosine betas, so z_T ~ N(0, I)); an energy E(y, t) per segment,
-  with y = sqrt(1 - beta_{t+1}) z_t, is learnt by recovery likelihood: positives are diffused posterior
-  latents, negatives come from conditional Langevin on E(y, t) + |z_{t+1} - y|^2 / (2 beta_{t+1}) started
-  at z_{t+1}. Sampling runs that conditional Langevin from segment T down to 0. The backbone keeps the
-  VAE's Gaussian KL.
+  diffused over ``segments`` steps (cosine betas, so z_T ~ N(0, I)); an energy E(y, t) / beta_{t+1} per
+  segment, with y = sqrt(1 - beta_{t+1}) z_t, is learnt by recovery likelihood: positives are diffused
+  posterior latents, negatives come from conditional Langevin on (E(y, t) + |z_{t+1} - y|^2 / 2) / beta_{t+1}
+  started at z_{t+1}. (Dividing E by beta keeps it as strong as the Gaussian term at small noise levels;
+  unscaled, the chains barely feel the energy there and contrastive training saturates.) Sampling runs that
+  conditional Langevin from segment T down to 0. The backbone keeps the VAE's Gaussian KL.
 
 ``posterior_refine`` turns either prior into a reconstruction: Langevin on the latent's prior energy plus a
-data-consistency term, |A(sigmoid(decode(z))) - y_obs|^2 over the observed thick slices, started from the
+data-consistency term, |A(sigmoid(decode(z, x))) - y_obs|^2 over the observed thick slices, started from the
 encoder's mean. Every Langevin chain is one compiled loop (``LangevinSampler``).
 """
 from __future__ import annotations
@@ -110,10 +111,10 @@ class _LatentPriorVAE(ShapeVAE):
         with tf.GradientTape(persistent=True) as tape:
             if train_backbone:
                 loss, parts = self._loss_terms(data, training=True)
-            e_pos = self.energy(z_pos, t)
-            e_neg = self.energy(z_neg, t)
+            r_pos, r_neg = self.energy(z_pos, t), self.energy(z_neg, t)
+            e_pos, e_neg = r_pos * self.energy_scale(t), r_neg * self.energy_scale(t)
             # Contrastive divergence, plus a small penalty that keeps the energies near 0 (Du & Mordatch).
-            ebm_loss = ops.mean(e_pos - e_neg) + 0.01 * ops.mean(e_pos ** 2 + e_neg ** 2)
+            ebm_loss = ops.mean(e_pos - e_neg) + 0.01 * ops.mean(r_pos ** 2 + r_neg ** 2)
         grads = dict(zip(map(id, self.energy.trainable_variables),
                          tape.gradient(self.optimizer.scale_loss(ebm_loss), self.energy.trainable_variables)))
         if train_backbone:
@@ -126,10 +127,13 @@ class _LatentPriorVAE(ShapeVAE):
             parts = {"loss": ebm_loss}
         return self._update({**parts, "ebm_loss": ebm_loss, "e_pos": e_pos, "e_neg": e_neg})
 
+    def energy_scale(self, t):
+        return 1.0
+
     def data_energy(self, observe, weight: float):
-        """(z, y_obs) -> weight * sum |observe(sigmoid(decode(z))) - y_obs|^2 over the observed voxels."""
-        def energy(z, y_obs):
-            residual = observe(ops.sigmoid(self.decode(z))) - y_obs
+        """(z, y_obs, x) -> weight * sum |observe(sigmoid(decode(z, x))) - y_obs|^2 over the observed voxels."""
+        def energy(z, y_obs, x):
+            residual = observe(ops.sigmoid(self.decode(z, x))) - y_obs
             return weight * ops.sum(ops.reshape(residual ** 2, (ops.shape(z)[0], -1)), axis=-1)
         return energy
 
@@ -160,8 +164,8 @@ class ShapeLEBM(_LatentPriorVAE):
                          noise: float = 1.0, seed: int = 0):
         """Langevin on prior energy + data consistency, from the encoder's mean."""
         fit = self.data_energy(observe, weight)
-        chain = LangevinSampler(lambda z, y: self.prior_energy(z) + fit(z, y), steps, step_size, noise)
-        return chain(self.encode(x)[0], y_obs, seed)["x"]
+        chain = LangevinSampler(lambda z, c: self.prior_energy(z) + fit(z, *c), steps, step_size, noise)
+        return chain(self.encode(x)[0], (y_obs, x), seed)["x"]
 
 
 @keras.saving.register_keras_serializable(PKG)
@@ -176,9 +180,12 @@ class ShapeLSDEBM(_LatentPriorVAE):
         self.hp["segments"] = segments
 
     def chain_energy(self, y, cond):
-        """E(y, t) + |z_{t+1} - y|^2 / (2 beta_{t+1}) with cond = (z_{t+1}, t)."""
+        """E(y, t) / beta_{t+1} + |z_{t+1} - y|^2 / (2 beta_{t+1}) with cond = (z_{t+1}, t)."""
         z_next, t = cond[0], cond[1]
-        return self.energy(y, t) + ops.sum((z_next - y) ** 2, axis=-1) / (2 * ops.take(self.beta, t))
+        return (self.energy(y, t) + 0.5 * ops.sum((z_next - y) ** 2, axis=-1)) / ops.take(self.beta, t)
+
+    def energy_scale(self, t):
+        return 1.0 / ops.take(self.beta, t)
 
     def contrastive_pairs(self, z0):
         t = tf.random.stateless_uniform(tf.shape(z0)[:1], tf.stack([self._seed(), 2]), 0, self.segments,
@@ -191,13 +198,13 @@ class ShapeLSDEBM(_LatentPriorVAE):
         y_neg = self.train_chain(z_next, (z_next, t), self._seed(), ops.sqrt(beta))["x"]
         return y_pos, tf.stop_gradient(y_neg), t
 
-    def reverse(self, chain, z, start: int, seed: int = 0, obs=None):
+    def reverse(self, chain, z, start: int, seed: int = 0, obs=()):
         """Conditional Langevin from segment ``start`` down to 0: (z_0, latents (start + 1, n, dim))."""
         path = [z]
         n = int(z.shape[0])
         for t in range(start - 1, -1, -1):
             beta = float(self.beta[t])
-            cond = (z, tf.fill((n,), t)) + ((obs,) if obs is not None else ())
+            cond = (z, tf.fill((n,), t)) + tuple(obs)
             y = chain(z, cond, seed * 1000 + t, beta ** 0.5)["x"]
             z = y / (1 - beta) ** 0.5
             path.append(z)
@@ -217,10 +224,10 @@ class ShapeLSDEBM(_LatentPriorVAE):
 
         def energy(y, cond):
             beta = ops.take(self.beta, cond[1])
-            return self.chain_energy(y, cond) + fit(y / ops.sqrt(1 - beta)[:, None], cond[2])
+            return self.chain_energy(y, cond) + fit(y / ops.sqrt(1 - beta)[:, None], cond[2], cond[3])
 
         chain = LangevinSampler(energy, steps, step_size, noise)
         mean = self.encode(x)[0]
         ab = float(self.alpha_bar[start])
         z = ab ** 0.5 * mean + (1 - ab) ** 0.5 * tf.random.stateless_normal(tf.shape(mean), [seed, 11])
-        return self.reverse(chain, z, start, seed, tf.cast(y_obs, tf.float32))[0]
+        return self.reverse(chain, z, start, seed, (tf.cast(y_obs, tf.float32), tf.cast(x, tf.float32)))[0]

@@ -21,10 +21,10 @@ tfd = tfp.distributions
 @keras.saving.register_keras_serializable(PKG)
 class ShapeVAE(keras.Model):
     def __init__(self, size=(64, 64, 64), latent_dim: int = 100, base_channels: int = 16, levels: int = 4,
-                 beta: float = 1.0, seed: int = 0, dice_weight: float = 1.0, **kwargs):
+                 beta: float = 1.0, seed: int = 0, dice_weight: float = 1.0, input_skip: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.hp = dict(size=list(size), latent_dim=latent_dim, base_channels=base_channels, levels=levels,
-                       beta=beta, seed=seed, dice_weight=dice_weight)
+                       beta=beta, seed=seed, dice_weight=dice_weight, input_skip=input_skip)
         sd = len(size)
         chans = [min(base_channels * 2 ** i, 4 * base_channels) for i in range(levels)]
         self.bottom = tuple(s // 2 ** levels for s in size)
@@ -40,12 +40,16 @@ class ShapeVAE(keras.Model):
         for ch in reversed(chans):
             self.decoder_layers += [Upsample(ch, sd), ResBlock(ch, sd, conditioned=False)]
         self.out_conv = conv(sd, 1, kernel=1)
+        # With input_skip the last stage also sees the (thick-slice) input at full resolution, so the latent
+        # only has to code what the input lacks.
+        self.skip_conv = conv(sd, base_channels) if input_skip else None
         self.top_channels = chans[-1]
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.trackers = {k: keras.metrics.Mean(name=k) for k in ("loss", "bce", "dice_loss", "kl")}
 
     def build(self, input_shape):
-        self.decode(self.encode(ops.zeros((1,) + tuple(self.hp["size"]) + (1,)))[0])
+        x = ops.zeros((1,) + tuple(self.hp["size"]) + (1,))
+        self.decode(self.encode(x)[0], x)
         super().build(input_shape)
 
     def get_config(self):
@@ -65,15 +69,17 @@ class ShapeVAE(keras.Model):
         mean, logvar = ops.split(stats, 2, axis=-1)
         return mean, ops.clip(logvar, -10.0, 10.0)
 
-    def decode(self, z, training=False):
-        """Occupancy logits at full resolution, (batch, *size, 1)."""
+    def decode(self, z, x=None, training=False):
+        """Occupancy logits at full resolution, (batch, *size, 1); ``x`` is the input (used with input_skip)."""
         h = ops.reshape(self.from_latent(z), (-1,) + self.bottom + (self.top_channels,))
         for layer in self.decoder_layers:
             h = layer(h, training=training) if isinstance(layer, ResBlock) else layer(h)
+        if self.skip_conv is not None:
+            h = ops.silu(self.skip_conv(ops.concatenate([h, ops.cast(x, h.dtype)], axis=-1)))
         return self.out_conv(h)
 
     def call(self, x, training=False):
-        return self.decode(self.encode(x, training)[0], training)
+        return self.decode(self.encode(x, training)[0], x, training)
 
     def posterior(self, x, training=False):
         mean, logvar = self.encode(x, training)
@@ -85,7 +91,7 @@ class ShapeVAE(keras.Model):
         q = self.posterior(x, training)
         seed = self.seed_generator.next()
         z = q.sample(seed=tf.cast(seed, tf.int32))
-        logits = self.decode(z, training)
+        logits = self.decode(z, x, training)
         axes = tuple(range(1, len(target.shape)))
         bce = ops.mean(ops.binary_crossentropy(target, logits, from_logits=True), axis=axes)
         probs = ops.sigmoid(logits)
@@ -121,4 +127,4 @@ class ShapeVAE(keras.Model):
 
     def reconstruct(self, x):
         """Occupancy probabilities from the posterior mean."""
-        return ops.sigmoid(self.decode(self.encode(x)[0]))
+        return ops.sigmoid(self.decode(self.encode(x)[0], x))

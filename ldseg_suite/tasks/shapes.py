@@ -36,11 +36,12 @@ def build_model(cfg):
     m = cfg.Model
     args = (cfg.Data.Size, m.LatentDim, m.BaseChannels, m.Levels, m.Beta)
     if cfg.Run.Method == "vae":
-        model = ShapeVAE(*args, seed=cfg.Run.Seed)
+        model = ShapeVAE(*args, seed=cfg.Run.Seed, input_skip=m.InputSkip)
     else:
         p = cfg.Prior
         prior = dict(energy_hidden=p.EnergyHidden, langevin_steps=p.LangevinSteps,
-                     langevin_step_size=p.LangevinStepSize, train_backbone=p.TrainBackbone, seed=cfg.Run.Seed)
+                     langevin_step_size=p.LangevinStepSize, train_backbone=p.TrainBackbone, seed=cfg.Run.Seed,
+                     input_skip=m.InputSkip)
         model = (ShapeLEBM(*args, **prior) if cfg.Run.Method == "lebm"
                  else ShapeLSDEBM(*args, segments=cfg.Diffusion.Segments, **prior))
     model.build((None, *cfg.Data.Size, 1))
@@ -52,7 +53,7 @@ def init_backbone(model, cfg) -> None:
     from ldseg_suite.models.vae import ShapeVAE
 
     m = cfg.Model
-    vae = ShapeVAE(cfg.Data.Size, m.LatentDim, m.BaseChannels, m.Levels, m.Beta)
+    vae = ShapeVAE(cfg.Data.Size, m.LatentDim, m.BaseChannels, m.Levels, m.Beta, input_skip=m.InputSkip)
     vae.build((None, *cfg.Data.Size, 1))
     training.load_weights(vae, Path(cfg.Prior.Backbone), "[Prior] Backbone")
     for dst, src in zip(model.backbone_weights(), [w for layer in vae.layers for w in layer.weights], strict=True):
@@ -128,7 +129,7 @@ def reconstruct(model, cfg, thick: np.ndarray) -> np.ndarray:
             extra = {"start": r.Start or None} if cfg.Run.Method == "lsd_ebm" else {}
             z = model.posterior_refine(x, op.forward(x), op.forward, r.Steps, r.StepSize, r.DataWeight,
                                        r.Noise, seed=cfg.Run.Seed * 7919 + i, **extra)
-            probs = ops.sigmoid(model.decode(z))
+            probs = ops.sigmoid(model.decode(z, x))
         out.append(np.asarray(probs)[..., 0])
         print(f"  reconstructed {min(i + BATCH, len(thick))}/{len(thick)}", flush=True)
     return np.concatenate(out)
