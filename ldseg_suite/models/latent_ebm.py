@@ -1,19 +1,19 @@
 """Latent energy-based priors on top of the shape VAE: LEBM and LSD-EBM (Wang et al., DGM4MICCAI 2024).
 
-Both keep the VAE's encoder (thick-slice volume -> q(z | x)) and decoder (z -> full-resolution logits) and
-add an energy on the latent:
+Both keep the VAE's encoder (input -> q(z | x)) and decoder (z -> logits) and add an energy on the latent:
 
 - **LEBM** (after Pang et al., NeurIPS 2020): p(z) ∝ exp(-E(z)) N(z; 0, I) with an MLP energy E. The
   backbone's prior term is KL(q || N(0, I)) + E_q[E(z)] (the intractable log Z has no backbone
   gradient); the energy learns by contrastive divergence, E(posterior z) - E(prior z), where prior z comes
   from short-run Langevin on E(z) + |z|^2 / 2 started at N(0, I).
 - **LSD-EBM** (latent diffusion EBM, after Gao et al., ICLR 2021 and Yu et al., ICML 2022): the latent is
-  diffused over ``segments`` steps (cosine betas, so z_T ~ N(0, I)); an energy E(y, t) / beta_{t+1} per
-  segment, with y = sqrt(1 - beta_{t+1}) z_t, is learnt by recovery likelihood: positives are diffused
-  posterior latents, negatives come from conditional Langevin on (E(y, t) + |z_{t+1} - y|^2 / 2) / beta_{t+1}
-  started at z_{t+1}. (Dividing E by beta keeps it as strong as the Gaussian term at small noise levels;
-  unscaled, the chains barely feel the energy there and contrastive training saturates.) Sampling runs that
-  conditional Langevin from segment T down to 0. The backbone keeps the VAE's Gaussian KL.
+  diffused over ``segments`` steps with a constant beta (alpha_bar falls to 0.01, so z_T ~ N(0, I)). For
+  y = sqrt(1 - beta) z_t, the model of y given z_{t+1} is exp(-E(y, t) / beta) times the exact Gaussian
+  conditional of N(0, I) latents; E is learnt by recovery likelihood: positives are diffused posterior
+  latents, negatives are conditional Langevin samples started from that Gaussian conditional,
+  N((1 - beta) z_{t+1}, beta (1 - beta) I), so a flat E leaves the chain where it starts. (E / beta keeps
+  the energy as strong as the Gaussian terms.) Sampling runs the conditional chains from T down to 0.
+  The backbone keeps the VAE's Gaussian KL.
 
 ``posterior_refine`` turns either prior into a reconstruction: Langevin on the latent's prior energy plus a
 data-consistency term, |A(sigmoid(decode(z, x))) - y_obs|^2 over the observed thick slices, started from the
@@ -26,10 +26,11 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-from ldseg_suite.diffusion import schedules
 from ldseg_suite.diffusion.langevin import LangevinSampler
 from ldseg_suite.models.vae import ShapeVAE
 from ldseg_suite.nets.layers import PKG, TimestepEmbedding
+
+FINAL_ALPHA_BAR = 0.01
 
 
 @keras.saving.register_keras_serializable(PKG)
@@ -172,7 +173,9 @@ class ShapeLEBM(_LatentPriorVAE):
 class ShapeLSDEBM(_LatentPriorVAE):
     def __init__(self, *args, segments: int = 20, **kwargs):
         self.segments = segments
-        beta = np.clip(schedules.betas("cosine", segments), 1e-3, 0.999)  # the first segment must add noise
+        # Constant beta = 1 - 0.01^(1/T): alpha_bar falls geometrically to 0.01 at z_T. (A cosine schedule ends
+        # with beta near 1, and z_t = y / sqrt(1 - beta) then amplifies any sampling error 30-fold.)
+        beta = np.full(segments, 1.0 - FINAL_ALPHA_BAR ** (1.0 / segments))
         self.beta = tf.constant(beta, tf.float32)                                   # beta_{t+1}, t = 0..T-1
         self.alpha_bar = tf.constant(np.concatenate([[1.0], np.cumprod(1 - beta.astype(np.float64))]),
                                      tf.float32)                                    # of z_t, t = 0..T
@@ -180,9 +183,12 @@ class ShapeLSDEBM(_LatentPriorVAE):
         self.hp["segments"] = segments
 
     def chain_energy(self, y, cond):
-        """E(y, t) / beta_{t+1} + |z_{t+1} - y|^2 / (2 beta_{t+1}) with cond = (z_{t+1}, t)."""
+        """-log p(y | z_{t+1}) + const with cond = (z_{t+1}, t): the learnt E(y, t) / beta_{t+1} on top of the
+        exact energy of N(0, I) latents, |y|^2 / (2 (1 - beta)), plus |z_{t+1} - y|^2 / (2 beta_{t+1})."""
         z_next, t = cond[0], cond[1]
-        return (self.energy(y, t) + 0.5 * ops.sum((z_next - y) ** 2, axis=-1)) / ops.take(self.beta, t)
+        beta = ops.take(self.beta, t)
+        gauss = 0.5 * ops.sum(y ** 2, axis=-1) / (1 - beta)
+        return self.energy(y, t) * self.energy_scale(t) + 0.5 * ops.sum((z_next - y) ** 2, axis=-1) / beta + gauss
 
     def energy_scale(self, t):
         return 1.0 / ops.take(self.beta, t)
@@ -195,17 +201,20 @@ class ShapeLSDEBM(_LatentPriorVAE):
         z_t = ops.sqrt(ab) * z0 + ops.sqrt(1 - ab) * self._noise(z0, 3)
         y_pos = ops.sqrt(1 - beta) * z_t
         z_next = y_pos + ops.sqrt(beta) * self._noise(z0, 4)
-        y_neg = self.train_chain(z_next, (z_next, t), self._seed(), ops.sqrt(beta))["x"]
+        start = (1 - beta) * z_next + ops.sqrt(beta * (1 - beta)) * self._noise(z0, 5)
+        y_neg = self.train_chain(start, (z_next, t), self._seed(), ops.sqrt(beta))["x"]
         return y_pos, tf.stop_gradient(y_neg), t
 
     def reverse(self, chain, z, start: int, seed: int = 0, obs=()):
-        """Conditional Langevin from segment ``start`` down to 0: (z_0, latents (start + 1, n, dim))."""
+        """Conditional Langevin from segment ``start`` down to 0: (z_0, latents (start + 1, n, dim)). Each chain
+        starts from y | z_{t+1} under the N(0, I) base, as in training."""
         path = [z]
         n = int(z.shape[0])
         for t in range(start - 1, -1, -1):
             beta = float(self.beta[t])
             cond = (z, tf.fill((n,), t)) + tuple(obs)
-            y = chain(z, cond, seed * 1000 + t, beta ** 0.5)["x"]
+            start = (1 - beta) * z + (beta * (1 - beta)) ** 0.5 * tf.random.stateless_normal(tf.shape(z), [seed, t])
+            y = chain(start, cond, seed * 1000 + t, beta ** 0.5)["x"]
             z = y / (1 - beta) ** 0.5
             path.append(z)
         return z, tf.stack(path)

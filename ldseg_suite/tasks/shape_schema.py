@@ -35,7 +35,8 @@ class Prior:
 
 @dataclass(frozen=True)
 class Diffusion:
-    Segments: int = field(20, min=1, max=1000, help="T: diffusion segments of the latent (cosine betas)")
+    Segments: int = field(20, min=1, max=1000, help="T: diffusion segments of the latent (constant beta, "
+                                                                  "alpha_bar_T = 0.01)")
 
 
 @dataclass(frozen=True)
