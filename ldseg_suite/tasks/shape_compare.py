@@ -45,7 +45,7 @@ def own_model(cfg, run_dir: Path):
 def compare(cfg, data, run_dir: Path) -> None:
     """The method x metric table on the held-out shapes (compare.csv per case, compare.md mean +- std)."""
     test = shapes.test_split(cfg, data)
-    target, thick = masks_and_inputs(cfg, test)
+    target, observed, thick = masks_and_inputs(cfg, test)
     rows, probs = [], {}
     for key in ("VAE", "LEBM", None):
         if key is None:
@@ -54,10 +54,9 @@ def compare(cfg, data, run_dir: Path) -> None:
             label = key
             method_cfg, model = other_model(cfg, key)
         print(f"{label}:", flush=True)
-        probs[label] = reconstruct(model, method_cfg, thick)
+        probs[label] = reconstruct(model, method_cfg, thick, observed)
         rows += score(label, test.names, probs[label] > 0.5, target)
-    base = [shapes.upsampling_baseline(t, cfg.ThickSlice.Factor) for t in target]
-    rows += score("upsampling", test.names, base, target)
+    rows += score("upsampling", test.names, shapes.upsampling_baseline(thick[..., 0]), target)
     table = pd.DataFrame(rows)
     atomic_csv(table, run_dir / "compare.csv")
     summary = summary_table(table)
@@ -80,7 +79,7 @@ def with_value(cfg, section: str, **values):
 def compare_steps(cfg, data, run_dir: Path) -> None:
     """Train and evaluate LSD-EBM for each T in ``[Compare] Segments`` (each in ``segments_<T>/``)."""
     test = shapes.test_split(cfg, data)
-    target, thick = masks_and_inputs(cfg, test)
+    target, observed, thick = masks_and_inputs(cfg, test)
     rows = []
     for segments in cfg.Compare.Segments:
         variant = with_value(with_value(cfg, "Diffusion", Segments=segments), "Output", Weights="")
@@ -89,7 +88,7 @@ def compare_steps(cfg, data, run_dir: Path) -> None:
         print(f"T = {segments}: training in {sub}", flush=True)
         shapes.train(variant, data, sub)
         model = own_model(variant, sub)
-        recon = reconstruct(model, variant, thick) > 0.5
+        recon = reconstruct(model, variant, thick, observed) > 0.5
         rows += [{**r, "segments": segments} for r in score("lsd_ebm", test.names, recon, target)]
     table = pd.DataFrame(rows)
     atomic_csv(table, run_dir / "steps.csv")
@@ -121,7 +120,7 @@ def chain_stats(path: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def compare_latent(cfg, data, run_dir: Path) -> None:
     """PCA of posterior latents against prior samples for LEBM and LSD-EBM; latent statistics per step."""
-    _, thick = masks_and_inputs(cfg, data["train"])
+    thick = masks_and_inputs(cfg, data["train"])[2]
     n = cfg.Compare.Samples
     models = {"LEBM": other_model(cfg, "LEBM")[1], "LSD-EBM": own_model(cfg, run_dir)}
     fig, axes = plt.subplots(1, 2, figsize=(9, 4))

@@ -63,11 +63,19 @@ def init_backbone(model, cfg) -> None:
 
 
 def masks_and_inputs(cfg, part):
-    """Full-resolution binary targets (N, *Size) and thick-slice inputs (N, *Size, 1)."""
+    """Full-resolution binary targets (N, *Size), the observed thick slices (N, H, W, D / Factor, 1) and the
+    network input (N, *Size, 1): the thick slices resampled back to full depth by linear interpolation."""
     target = (part.images[..., 0] > 0.5).astype(np.float32)
-    op = SliceAverage(cfg.ThickSlice.Factor)
-    thick = np.asarray(op.upsample(op.forward(target))) if len(target) else target
-    return target, thick[..., None]
+    factor = cfg.ThickSlice.Factor
+    observed = target[..., ::factor].copy()
+    if len(target):
+        observed = np.asarray(SliceAverage(factor).forward(target))
+    return target, observed[..., None], upsample(observed, factor)[..., None]
+
+
+def upsample(thick: np.ndarray, factor: int) -> np.ndarray:
+    """Thick slices (..., D / factor) back to (..., D): linear along z, each slice at its group's centre."""
+    return ndimage.zoom(thick, (1,) * (thick.ndim - 1) + (factor,), order=1, mode="nearest")
 
 
 def run(cfg, mode: str, out: Path, overwrite: bool = False) -> int:
@@ -90,13 +98,13 @@ def run(cfg, mode: str, out: Path, overwrite: bool = False) -> int:
 
 def train(cfg, data, run_dir: Path) -> None:
     t = cfg.Training
-    target, thick = masks_and_inputs(cfg, data["train"])
+    target, _, thick = masks_and_inputs(cfg, data["train"])
     ds = pipeline.make_dataset(thick, target.astype(np.int32), 2, t.BatchSize, augment=cfg.Data.Augment,
                                shuffle=True, seed=cfg.Run.Seed, repeat=True)
     steps = t.StepsPerEpoch or max(1, math.ceil(len(target) / t.BatchSize))
     val = val_steps = None
     if len(data["val"].cases):
-        vt, vx = masks_and_inputs(cfg, data["val"])
+        vt, _, vx = masks_and_inputs(cfg, data["val"])
         val = pipeline.make_dataset(vx, vt.astype(np.int32), 2, t.BatchSize)
         val_steps = max(1, math.ceil(len(vt) / t.BatchSize))
 
@@ -113,9 +121,9 @@ def train(cfg, data, run_dir: Path) -> None:
           f"{run_dir / training.FINAL_WEIGHTS}", flush=True)
 
 
-def reconstruct(model, cfg, thick: np.ndarray) -> np.ndarray:
-    """Occupancy probabilities (N, *Size) for thick-slice inputs (N, *Size, 1): the encoder's mean for the
-    VAE; posterior Langevin with data consistency on the observed thick slices for LEBM and LSD-EBM."""
+def reconstruct(model, cfg, thick: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """Occupancy probabilities (N, *Size) for network inputs (N, *Size, 1): the encoder's mean for the VAE;
+    posterior Langevin with data consistency on the ``observed`` thick slices for LEBM and LSD-EBM."""
     from keras import ops
 
     out = []
@@ -127,7 +135,7 @@ def reconstruct(model, cfg, thick: np.ndarray) -> np.ndarray:
         else:
             op = SliceAverage(cfg.ThickSlice.Factor, axis=-2)
             extra = {"start": r.Start or None} if cfg.Run.Method == "lsd_ebm" else {}
-            z = model.posterior_refine(x, op.forward(x), op.forward, r.Steps, r.StepSize, r.DataWeight,
+            z = model.posterior_refine(x, observed[i:i + BATCH], op.forward, r.Steps, r.StepSize, r.DataWeight,
                                        r.Noise, seed=cfg.Run.Seed * 7919 + i, **extra)
             probs = ops.sigmoid(model.decode(z, x))
         out.append(np.asarray(probs)[..., 0])
@@ -151,10 +159,10 @@ def infer(cfg, data, run_dir: Path) -> None:
     test = test_split(cfg, data)
     model = build_model(cfg)
     load_trained_weights(model, cfg, run_dir)
-    target, thick = masks_and_inputs(cfg, test)
-    probs = reconstruct(model, cfg, thick)
+    target, observed, thick = masks_and_inputs(cfg, test)
+    probs = reconstruct(model, cfg, thick, observed)
     recon = probs > 0.5
-    base = [upsampling_baseline(t, cfg.ThickSlice.Factor) for t in target]
+    base = upsampling_baseline(thick[..., 0])
     table = pd.DataFrame(score(cfg.Run.Method, test.names, recon, target)
                          + score("upsampling", test.names, base, target))
     for k, case in enumerate(test.cases):
@@ -170,10 +178,9 @@ def infer(cfg, data, run_dir: Path) -> None:
     print(summary)
 
 
-def upsampling_baseline(target: np.ndarray, factor: int) -> np.ndarray:
-    """Linear interpolation along z of the thick slices, thresholded at 0.5."""
-    thick = np.asarray(SliceAverage(factor).forward(target))
-    return ndimage.zoom(thick, (1,) * (thick.ndim - 1) + (factor,), order=1, mode="nearest") > 0.5
+def upsampling_baseline(thick_input: np.ndarray) -> np.ndarray:
+    """The plain upsampling of the thick slices (the network input), thresholded at 0.5."""
+    return thick_input > 0.5
 
 
 def summary_table(table: pd.DataFrame, by: str = "method") -> str:
