@@ -20,27 +20,8 @@ def test_vae_train_and_infer_end_to_end(tmp_path):
     for k, m in enumerate(shapes.make_vertebrae(6, 16, seed=0)):
         readers.write_nifti(root / "images" / f"v{k}.nii.gz", m, np.eye(4))
     cfg = tmp_path / "vae.ini"
-    cfg.write_text(f"""[Run]
-Method = vae
-[Data]
-Root = {root}
-Kind = 3d
-Size = 16, 16, 16
-Channels = 1
-Normalize = none
-Split = 0.5, 0.17, 0.33
-[ThickSlice]
-Factor = 4
-[Model]
-LatentDim = 8
-BaseChannels = 4
-Levels = 2
-[Training]
-Epochs = 2
-BatchSize = 2
-[Output]
-Gifs = 1
-""")
+    _write_cfg(cfg, "vae", root)
+    cfg.write_text(cfg.read_text().format(weights="").replace("Epochs = 1", "Epochs = 2"))
     out = str(tmp_path / "run")
     assert cli.main(["--cfg", str(cfg), "--mode", "train", "--out", out]) == 0
     assert cli.main(["--cfg", str(cfg), "--mode", "infer", "--out", out]) == 0
