@@ -4,6 +4,8 @@ FID on the features of a small classifier trained on the same data ("FID (local 
 Modes: ``train``; ``sample`` (a sample grid PNG, a GIF of the sampling chain, ``fid.csv``/``fid.md`` with
 this model's FID, the real-vs-real floor and the models of ``[FID] Compare``); for ``fid_classifier``,
 ``train`` and ``infer`` (test accuracy).
+
+The model modules are imported here, not lazily: resuming a checkpoint needs their classes registered.
 """
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ from ldseg_suite import config, distribute, sections, training
 from ldseg_suite.data.idx import load_idx_pair
 from ldseg_suite.errors import LDSegError
 from ldseg_suite.fid import frechet_distance
+from ldseg_suite.models.classifier import FeatureClassifier
+from ldseg_suite.models.image_ebm import PixelEBM
+from ldseg_suite.models.latent_ebm import ShapeLEBM, ShapeLSDEBM
 from ldseg_suite.tasks.common import atomic_csv, load_trained_weights, prepare_run_dir
 from ldseg_suite.tasks.generate_schema import MODES
 from ldseg_suite.viz import gifs
@@ -47,18 +52,12 @@ def build_model(cfg):
     size = (cfg.Images.Size, cfg.Images.Size)
     method = cfg.Run.Method
     if method == "ebm":
-        from ldseg_suite.models.image_ebm import PixelEBM
-
         e = cfg.EBM
         model = PixelEBM(size, 1, e.BaseChannels, e.LangevinSteps, e.LangevinStepSize, e.Noise, e.BufferSize,
                          e.Reinit, seed=cfg.Run.Seed)
     elif method == "fid_classifier":
-        from ldseg_suite.models.classifier import FeatureClassifier
-
         model = FeatureClassifier(size, 1, 10, cfg.Classifier.BaseChannels, cfg.Classifier.Features)
     else:
-        from ldseg_suite.models.latent_ebm import ShapeLEBM, ShapeLSDEBM
-
         m, p = cfg.Model, cfg.Prior
         args = (size, m.LatentDim, m.BaseChannels, m.Levels, m.Beta)
         kw = dict(energy_hidden=p.EnergyHidden, langevin_steps=p.LangevinSteps, langevin_step_size=p.LangevinStepSize,

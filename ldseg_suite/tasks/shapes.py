@@ -19,6 +19,8 @@ from ldseg_suite import distribute, metrics, training
 from ldseg_suite.data import pipeline, readers
 from ldseg_suite.errors import LDSegError
 from ldseg_suite.inverse.slices import SliceAverage
+from ldseg_suite.models.latent_ebm import ShapeLEBM, ShapeLSDEBM  # imported here: resuming needs them registered
+from ldseg_suite.models.vae import ShapeVAE
 from ldseg_suite.tasks.common import atomic_csv, load_trained_weights, start_run
 from ldseg_suite.viz import gifs
 
@@ -30,9 +32,6 @@ BATCH = 4
 
 
 def build_model(cfg):
-    from ldseg_suite.models.latent_ebm import ShapeLEBM, ShapeLSDEBM
-    from ldseg_suite.models.vae import ShapeVAE
-
     m = cfg.Model
     args = (cfg.Data.Size, m.LatentDim, m.BaseChannels, m.Levels, m.Beta)
     if cfg.Run.Method == "vae":
@@ -50,8 +49,6 @@ def build_model(cfg):
 
 def init_backbone(model, cfg) -> None:
     """Copy encoder and decoder weights from the VAE weights file ``[Prior] Backbone``."""
-    from ldseg_suite.models.vae import ShapeVAE
-
     m = cfg.Model
     vae = ShapeVAE(cfg.Data.Size, m.LatentDim, m.BaseChannels, m.Levels, m.Beta, input_skip=m.InputSkip)
     vae.build((None, *cfg.Data.Size, 1))
