@@ -1,4 +1,6 @@
 """2D generation end to end at tiny sizes: classifier, pixel EBM, LEBM and LSD-EBM, sample grid, chain GIF, FID."""
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -76,6 +78,10 @@ def test_generation_models_train_sample_and_score(idx_root, tmp_path):
                        + TRAIN.format(weights=tmp_path / method / "model.weights.h5"))
         out = tmp_path / method
         assert cli.main(["--cfg", str(cfg), "--mode", "train", "--out", str(out)]) == 0
+        # one more epoch from the checkpoint (the model classes must be registered before it loads)
+        assert cli.main(["--cfg", str(cfg), "--mode", "train", "--out", str(out), "--resume",
+                         "--set", "Training.Epochs=2"]) == 0
+        assert json.loads((out / "checkpoints" / "latest.json").read_text())["epoch"] == 2
         assert cli.main(["--cfg", str(cfg), "--mode", "sample", "--out", str(out)]) == 0
         assert (out / "samples.png").stat().st_size > 0 and (out / "chain.gif").stat().st_size > 0
         table = pd.read_csv(out / "fid.csv")
