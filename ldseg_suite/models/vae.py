@@ -40,8 +40,8 @@ class ShapeVAE(keras.Model):
         for ch in reversed(chans):
             self.decoder_layers += [Upsample(ch, sd), ResBlock(ch, sd, conditioned=False)]
         self.out_conv = conv(sd, 1, kernel=1)
-        # With input_skip the last stage also sees the (thick-slice) input at full resolution, so the latent
-        # only has to code what the input lacks.
+        # With input_skip the last stage also sees the (thick-slice) input at full resolution and the output is
+        # a correction to the input's logits, so the latent only has to code what the input lacks.
         self.skip_conv = conv(sd, base_channels) if input_skip else None
         self.top_channels = chans[-1]
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -74,9 +74,12 @@ class ShapeVAE(keras.Model):
         h = ops.reshape(self.from_latent(z), (-1,) + self.bottom + (self.top_channels,))
         for layer in self.decoder_layers:
             h = layer(h, training=training) if isinstance(layer, ResBlock) else layer(h)
-        if self.skip_conv is not None:
-            h = ops.silu(self.skip_conv(ops.concatenate([h, ops.cast(x, h.dtype)], axis=-1)))
-        return self.out_conv(h)
+        if self.skip_conv is None:
+            return self.out_conv(h)
+        x = ops.cast(x, h.dtype)
+        h = ops.silu(self.skip_conv(ops.concatenate([h, x], axis=-1)))
+        p = ops.clip(x, 0.02, 0.98)
+        return self.out_conv(h) + ops.log(p / (1 - p))  # a correction to the input's own logits
 
     def call(self, x, training=False):
         return self.decode(self.encode(x, training)[0], x, training)

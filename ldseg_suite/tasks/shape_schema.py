@@ -19,8 +19,8 @@ class Model:
     BaseChannels: int = field(16, min=4)
     Levels: int = field(4, min=1, max=6, help="stride-2 stages of the encoder (and decoder)")
     Beta: float = field(1.0, min=0.0, help="weight of the KL term (per voxel)")
-    InputSkip: bool = field(True, help="the decoder's last stage also sees the thick-slice input (false: the "
-                                       "latent alone codes the shape)")
+    InputSkip: bool = field(True, help="the decoder's last stage sees the upsampled thick-slice input and "
+                                       "corrects its logits (false: the latent alone codes the shape)")
 
 
 @dataclass(frozen=True)
