@@ -18,7 +18,7 @@ from ldseg_suite.nets.layers import PKG
 @keras.saving.register_keras_serializable(PKG)
 class PixelEBM(keras.Model):
     def __init__(self, size=(32, 32), channels: int = 1, base_channels: int = 32, langevin_steps: int = 60,
-                 langevin_step_size: float = 4.0, noise_scale: float = 0.002, buffer_size: int = 2000,
+                 langevin_step_size: float = 4.0, noise_scale: float = 0.002, buffer_size: int = 1000,
                  reinit: float = 0.05, seed: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.hp = dict(size=list(size), channels=channels, base_channels=base_channels,

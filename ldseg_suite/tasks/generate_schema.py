@@ -37,7 +37,7 @@ class EBM:
     LangevinSteps: int = field(60, min=1, help="Langevin steps per training chain")
     LangevinStepSize: float = field(4.0, min=0.0, help="step: x -= StepSize^2 / 2 * dE/dx + Noise * StepSize * N(0, I)")
     Noise: float = field(0.002, min=0.0, help="noise scale of the chain (relative to StepSize)")
-    BufferSize: int = field(2000, min=1, help="replay buffer of chain states")
+    BufferSize: int = field(1000, min=1, help="replay buffer of chain states")
     Reinit: float = field(0.05, min=0.0, max=1.0, help="probability of a fresh uniform-noise start")
 
 
