@@ -142,10 +142,11 @@ def compare_latent(cfg, data, run_dir: Path) -> None:
         rows += [{"model": label, "step": k, "progress": float(progress[k]), "norm_per_dim": float(norm[k]),
                   "std_per_dim": float(spread[k])} for k in range(len(norm))]
     for ax, title in zip(stats_axes, ("mean |z| / sqrt(dim)", "mean per-dimension std over samples")):
-        ax.set_xlabel("chain progress (LEBM: Langevin step; LSD-EBM: segment T -> 0)")
+        ax.set_xlabel("chain progress (0 = start, 1 = end)")
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+    stats_fig.suptitle("prior sampling chains: LEBM over Langevin steps, LSD-EBM over segments T -> 0", fontsize=9)
     print(f"plot: {save_figure(fig, run_dir / 'latent.png')}")
     print(f"plot: {save_figure(stats_fig, run_dir / 'latent_steps.png')}")
     atomic_csv(pd.DataFrame(rows), run_dir / "latent_stats.csv")
