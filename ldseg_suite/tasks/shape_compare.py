@@ -102,7 +102,7 @@ def compare_steps(cfg, data, run_dir: Path) -> None:
         ax.set_xlabel("diffusion segments T")
         ax.set_title(m)
         ax.grid(alpha=0.3)
-    fig.suptitle(f"LSD-EBM on {len(test.cases)} held-out shapes (mean +- std)")
+    fig.suptitle(f"LSD-EBM on {len(test.cases)} held-out shapes (mean +- std)", y=1.06)
     print(f"plot: {save_figure(fig, run_dir / 'steps.png')}")
 
 
