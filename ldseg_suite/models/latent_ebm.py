@@ -213,8 +213,8 @@ class ShapeLSDEBM(_LatentPriorVAE):
         for t in range(start - 1, -1, -1):
             beta = float(self.beta[t])
             cond = (z, tf.fill((n,), t)) + tuple(obs)
-            start = (1 - beta) * z + (beta * (1 - beta)) ** 0.5 * tf.random.stateless_normal(tf.shape(z), [seed, t])
-            y = chain(start, cond, seed * 1000 + t, beta ** 0.5)["x"]
+            y0 = (1 - beta) * z + (beta * (1 - beta)) ** 0.5 * tf.random.stateless_normal(tf.shape(z), [seed, t])
+            y = chain(y0, cond, seed * 1000 + t, beta ** 0.5)["x"]
             z = y / (1 - beta) ** 0.5
             path.append(z)
         return z, tf.stack(path)
