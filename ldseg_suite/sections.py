@@ -114,6 +114,7 @@ def runner_for(method: str):
 
 
 def _load_schemas():
+    import ldseg_suite.tasks.cardiac_schema  # noqa: F401  (registers diffae, ddim, mgdcr)
     import ldseg_suite.tasks.generate_schema  # noqa: F401  (registers ebm, lebm_2d, lsd_ebm_2d, fid_classifier)
     import ldseg_suite.tasks.ldseg_schema  # noqa: F401  (registers 'ldseg')
     import ldseg_suite.tasks.shape_schema  # noqa: F401  (registers vae, lebm, lsd_ebm)

@@ -28,7 +28,7 @@ def trilinear(volume, coords):
     squeeze = len(volume.shape) == 3
     if squeeze:
         volume = volume[..., None]
-    dims = tf.constant(volume.shape[:3], tf.int32)
+    dims = tf.shape(volume)[:3]
     coords = tf.convert_to_tensor(coords, tf.float32)
     base = tf.floor(coords)
     frac = coords - base

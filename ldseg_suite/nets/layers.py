@@ -53,12 +53,18 @@ class TimestepEmbedding(layers.Layer):
 
 @keras.saving.register_keras_serializable(PKG)
 class ResBlock(layers.Layer):
-    """GroupNorm-SiLU-Conv twice with a residual; optional scale-shift conditioning on an embedding."""
+    """GroupNorm-SiLU-Conv twice with a residual; optional scale-shift conditioning on an embedding.
+
+    ``semantic=True`` (DiffAE's adaptive group norm) takes a third input, a semantic code z, and multiplies
+    the normalised, time-modulated features by ``1 + Dense(z)``: inputs are then ``[x, emb, z]``.
+    """
 
     def __init__(self, filters: int, spatial_dims: int = 2, conditioned: bool = True, dropout: float = 0.0,
-                 **kwargs):
+                 semantic: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.filters, self.spatial_dims, self.conditioned, self.dropout = filters, spatial_dims, conditioned, dropout
+        self.semantic = semantic
+        self.semantic_proj = layers.Dense(filters, kernel_initializer="zeros") if semantic else None
         self.norm1 = None  # needs the input channels: made in build()
         self.conv1 = conv(spatial_dims, filters)
         self.norm2 = layers.GroupNormalization(_groups(filters))
@@ -78,25 +84,29 @@ class ResBlock(layers.Layer):
         self.conv2.build(out_shape)
         if self.conditioned:
             self.emb_proj.build(input_shape[1])
+        if self.semantic:
+            self.semantic_proj.build(input_shape[2])
         if in_ch != self.filters:
             self.skip = conv(self.spatial_dims, self.filters, kernel=1)
             self.skip.build(x_shape)
         super().build(input_shape)
 
     def call(self, inputs, training=False):
-        x, emb = inputs if self.conditioned else (inputs, None)
+        x, emb, z = (list(inputs) + [None])[:3] if self.conditioned else (inputs, None, None)
         h = self.conv1(ops.silu(self.norm1(x)))
         h = self.norm2(h)
+        shape = (-1,) + (1,) * self.spatial_dims + (self.filters,)
         if self.conditioned:
             scale, shift = ops.split(self.emb_proj(ops.silu(emb)), 2, axis=-1)
-            shape = (-1,) + (1,) * self.spatial_dims + (self.filters,)
             h = h * (1.0 + ops.reshape(scale, shape)) + ops.reshape(shift, shape)
+        if self.semantic:
+            h = h * (1.0 + ops.reshape(self.semantic_proj(z), shape))
         h = self.conv2(self.drop(ops.silu(h), training=training))
         return h + (self.skip(x) if self.skip is not None else x)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "spatial_dims": self.spatial_dims,
-                "conditioned": self.conditioned, "dropout": self.dropout}
+                "conditioned": self.conditioned, "dropout": self.dropout, "semantic": self.semantic}
 
 
 @keras.saving.register_keras_serializable(PKG)

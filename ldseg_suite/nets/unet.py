@@ -15,12 +15,15 @@ class UNet(layers.Layer):
 
     One ResBlock stack per level, strided-conv downsampling, nearest+conv upsampling, skip concatenation;
     global attention only in the middle (coarsest) block, so memory stays linear in the input size at
-    every finer level.
+    every finer level. With ``semantic=True`` the call takes ``[x, t, z]`` and every ResBlock also scales its
+    features by a projection of the semantic code z (DiffAE).
     """
 
     def __init__(self, out_channels: int, spatial_dims: int = 2, base_channels: int = 32,
-                 channel_mult=(1, 2), res_blocks: int = 1, attention: bool = True, **kwargs):
+                 channel_mult=(1, 2), res_blocks: int = 1, attention: bool = True, semantic: bool = False,
+                 **kwargs):
         super().__init__(**kwargs)
+        self.semantic = semantic
         self.out_channels, self.spatial_dims = out_channels, spatial_dims
         self.base_channels, self.channel_mult = base_channels, tuple(channel_mult)
         self.res_blocks, self.attention = res_blocks, attention
@@ -29,40 +32,41 @@ class UNet(layers.Layer):
         self.stem = conv(sd, base)
         self.down_blocks, self.downsamplers = [], []
         for i, m in enumerate(self.channel_mult):
-            self.down_blocks.append([ResBlock(base * m, sd) for _ in range(res_blocks)])
+            self.down_blocks.append([ResBlock(base * m, sd, semantic=semantic) for _ in range(res_blocks)])
             if i < len(self.channel_mult) - 1:
                 self.downsamplers.append(conv(sd, base * m, strides=2))
         mid = base * self.channel_mult[-1]
-        self.mid1 = ResBlock(mid, sd)
+        self.mid1 = ResBlock(mid, sd, semantic=semantic)
         self.mid_attn = Attention() if attention else None
-        self.mid2 = ResBlock(mid, sd)
+        self.mid2 = ResBlock(mid, sd, semantic=semantic)
         self.up_blocks, self.upsamplers = [], []
         for i, m in reversed(list(enumerate(self.channel_mult))):
-            self.up_blocks.append([ResBlock(base * m, sd) for _ in range(res_blocks)])
+            self.up_blocks.append([ResBlock(base * m, sd, semantic=semantic) for _ in range(res_blocks)])
             if i > 0:
                 self.upsamplers.append(Upsample(base * self.channel_mult[i - 1], sd))
         self.out_norm = layers.GroupNormalization(_groups(base * self.channel_mult[0]))
         self.out_conv = conv(sd, out_channels, kernel_initializer="zeros")
 
     def call(self, inputs, training=False):
-        x, t = inputs
+        x, t, *z = inputs
         emb = self.time_embed(t)
+        cond = [emb] + z[:1] if self.semantic else [emb]
         h = self.stem(x)
         skips = []
         for i, blocks in enumerate(self.down_blocks):
             for block in blocks:
-                h = block([h, emb], training=training)
+                h = block([h, *cond], training=training)
             skips.append(h)
             if i < len(self.downsamplers):
                 h = self.downsamplers[i](h)
-        h = self.mid1([h, emb], training=training)
+        h = self.mid1([h, *cond], training=training)
         if self.mid_attn is not None:
             h = self.mid_attn(h)
-        h = self.mid2([h, emb], training=training)
+        h = self.mid2([h, *cond], training=training)
         for j, blocks in enumerate(self.up_blocks):
             h = ops.concatenate([h, skips.pop()], axis=-1)
             for block in blocks:
-                h = block([h, emb], training=training)
+                h = block([h, *cond], training=training)
             if j < len(self.upsamplers):
                 h = self.upsamplers[j](h)
         return self.out_conv(ops.silu(self.out_norm(h)))
@@ -70,7 +74,7 @@ class UNet(layers.Layer):
     def get_config(self):
         return {**super().get_config(), "out_channels": self.out_channels, "spatial_dims": self.spatial_dims,
                 "base_channels": self.base_channels, "channel_mult": list(self.channel_mult),
-                "res_blocks": self.res_blocks, "attention": self.attention}
+                "res_blocks": self.res_blocks, "attention": self.attention, "semantic": self.semantic}
 
 
 @keras.saving.register_keras_serializable(PKG)
