@@ -1,0 +1,215 @@
+"""TPDM: operators as used on volumes, the K schedule, the two-model sampler with DPS, the score model, and
+train / sample / evaluate end to end at tiny sizes."""
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from ldseg_suite import cli
+from ldseg_suite.data.phantoms import random_phantom, shepp_logan_3d
+from ldseg_suite.data.readers import write_nifti
+from ldseg_suite.diffusion.tpdm_sampler import PLANES, TPDMSampler, k_schedule, slice_scores
+from ldseg_suite.diffusion.ve_sde import ve_sigmas
+from ldseg_suite.models.tpdm import ScoreModel
+from ldseg_suite.tasks.tpdm import cubic_z, fbp_matched, problem_for
+from ldseg_suite.tasks.tpdm_schema import Problem
+
+S = 0.5  # data ~ N(0, S^2 I): the score at noise level sigma is -x / (S^2 + sigma^2)
+
+
+def gaussian_score(x, sigma):
+    return -x / (S ** 2 + sigma ** 2)
+
+
+def _inner(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.real(np.sum(a * np.conj(b))))
+
+
+@pytest.mark.parametrize("task", ["zsr", "csmri", "svct"])
+def test_operators_on_volumes_pass_the_adjoint_test(task):
+    rng = np.random.default_rng(0)
+    op, measure, _, _ = problem_for(Problem(Task=task, Acceleration=4.0, Views=7), 16, seed=0)
+    x = rng.standard_normal((16, 16, 16)).astype(np.float32)
+    ax = np.asarray(op.forward(x))
+    y = rng.standard_normal(ax.shape)
+    if np.iscomplexobj(ax):
+        y = y + 1j * rng.standard_normal(ax.shape)
+    y = y.astype(ax.dtype)
+    lhs, rhs = _inner(ax, y), _inner(x, op.adjoint(y))
+    assert abs(lhs - rhs) / max(abs(lhs), abs(rhs)) < 1e-4
+
+
+def test_baselines_recover_smooth_volumes():
+    vol = shepp_logan_3d(32)
+    op, measure, (_, baseline), _ = problem_for(Problem(Task="svct", Views=90), 32, seed=0)
+    assert np.abs(baseline(measure(vol)) - vol).mean() < 0.06
+    ramp = np.broadcast_to(np.linspace(0, 1, 32, dtype=np.float32), (4, 4, 32))
+    thick = ramp.reshape(4, 4, 8, 4).mean(-1)
+    np.testing.assert_allclose(cubic_z(thick, 4)[..., 2:-2], ramp[..., 2:-2], atol=1e-5)
+    assert fbp_matched(op, np.zeros((90, op.detectors, 2), np.float32)).shape == (32, 32, 2)
+
+
+def test_phantoms_are_deterministic_and_in_range():
+    a, b = shepp_logan_3d(24), shepp_logan_3d(24)
+    np.testing.assert_array_equal(a, b)
+    assert a.dtype == np.float32 and a.min() == 0.0 and a.max() == 1.0
+    np.testing.assert_array_equal(random_phantom(24, seed=3), random_phantom(24, seed=3))
+    assert not np.array_equal(random_phantom(24, seed=3), random_phantom(24, seed=4))
+
+
+def test_k_schedule():
+    np.testing.assert_array_equal(np.flatnonzero(k_schedule(12, 3)), [2, 5, 8, 11])
+    np.testing.assert_array_equal(np.flatnonzero(k_schedule(12, 3.0)), [2, 5, 8, 11])
+    assert k_schedule(10, 1).all() and not k_schedule(10, 0).any()
+    frac = k_schedule(20000, 2.5, seed=1).mean()
+    assert frac == pytest.approx(0.4, abs=0.02)
+    np.testing.assert_array_equal(k_schedule(50, 2.5, seed=1), k_schedule(50, 2.5, seed=1))
+
+
+def test_sampler_runs_the_scheduled_model_on_its_plane_on_each_step():
+    calls = {"primary": tf.Variable(0), "auxiliary": tf.Variable(0)}
+    seen = {}
+    shape = (6, 8, 10)
+
+    def counting(name, axis):
+        def score(slices, sigma):
+            seen[name] = tuple(slices.shape)  # recorded when traced
+            calls[name].assign_add(1)
+            return gaussian_score(slices, sigma)
+        return score
+
+    schedule = k_schedule(9, 3)
+    sampler = TPDMSampler(counting("primary", 1), counting("auxiliary", 2), ve_sigmas(0.01, 5.0, 9), 1, 2,
+                          schedule, corrector_steps=0)
+    sampler(sampler.initial_noise(shape, 0), seed=0)
+    assert calls["primary"].numpy() == 6 and calls["auxiliary"].numpy() == 3
+    assert seen == {"primary": (8, 6, 10, 1), "auxiliary": (10, 6, 8, 1)}
+
+
+def test_slice_scores_restack_in_mini_batches():
+    vol = tf.random.normal((5, 7, 9))
+    for axis in range(3):
+        out = slice_scores(lambda s, sigma: s * sigma, vol, 2.0, axis, slice_batch=3)
+        np.testing.assert_allclose(out.numpy(), 2.0 * vol.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("k", [2, 2.5])
+def test_two_gaussian_models_give_the_target_variance(k):
+    sigmas = ve_sigmas(0.01, 20.0, 300)
+    sampler = TPDMSampler(gaussian_score, gaussian_score, sigmas, PLANES["coronal"], PLANES["axial"],
+                          k_schedule(len(sigmas), k, seed=0), slice_batch=16)
+    x = sampler(sampler.initial_noise((32, 32, 32), 0), seed=0)["x0"].numpy()
+    assert abs(x.mean()) < 0.02
+    assert x.std() == pytest.approx(S, rel=0.05)
+
+
+@pytest.mark.parametrize("jacobian", ["identity", "exact"])
+def test_dps_with_zero_weight_is_the_unconditional_sampler_and_a_weight_fits_the_data(jacobian):
+    from ldseg_suite.inverse.slices import SliceAverage
+
+    op = SliceAverage(4, axis=2)
+    truth = shepp_logan_3d(16)
+    y = op.forward(truth).numpy()
+    sigmas = ve_sigmas(0.01, 5.0, 30)
+    schedule = k_schedule(30, 2)
+    common = (gaussian_score, gaussian_score, sigmas, 1, 2, schedule)
+    plain = TPDMSampler(*common)
+    x_T = plain.initial_noise((16, 16, 16), 3)
+    free = plain(x_T, seed=3)["x0"].numpy()
+    zero = TPDMSampler(*common, operator=op, y=y, weight=0.0, jacobian=jacobian)(x_T, seed=3)["x0"].numpy()
+    np.testing.assert_allclose(zero, free, atol=1e-6)
+    fitted = TPDMSampler(*common, operator=op, y=y, weight=10.0, jacobian=jacobian)(x_T, seed=3)["x0"].numpy()
+    residual = lambda x: np.linalg.norm(op.forward(x).numpy() - y)  # noqa: E731
+    assert residual(fitted) < 0.5 * residual(free)
+
+
+def test_score_model_training_lowers_the_dsm_loss():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = ScoreModel((16, 16), base_channels=8, channel_mult=(1, 2), sigma_min=0.01, sigma_max=5.0)
+    model.build((None, 16, 16, 1))
+    x0 = np.stack([np.moveaxis(random_phantom(16, seed=s), 1, 0) for s in range(2)]).reshape(-1, 16, 16, 1)
+    sigma = np.geomspace(0.05, 5.0, len(x0)).astype(np.float32)
+    z = np.random.default_rng(0).standard_normal(x0.shape).astype(np.float32)
+    before = float(model.dsm_loss(x0, sigma, z))
+    model.compile(optimizer=keras.optimizers.Adam(2e-3))
+    model.fit(tf.data.Dataset.from_tensor_slices(x0).repeat().batch(16), steps_per_epoch=40, epochs=1, verbose=0)
+    assert float(model.dsm_loss(x0, sigma, z)) < 0.8 * before
+    clone = ScoreModel.from_config(model.get_config())
+    assert clone.hp == model.hp
+    assert model.score(x0[:2], 0.5).shape == (2, 16, 16, 1)
+
+
+TRAIN = """[Run]
+Method = tpdm_score
+Mode = train
+[Data]
+Path = {path}
+Size = 16
+[Model]
+Plane = {plane}
+BaseChannels = 8
+ChannelMult = 1, 2
+SigmaMax = 5.0
+[Training]
+Epochs = 1
+BatchSize = 4
+StepsPerEpoch = 2
+[Output]
+Weights = {weights}
+"""
+TPDM = """[Run]
+Method = tpdm
+Mode = evaluate
+[Data]
+Path = {path}
+Size = 16
+[Models]
+Primary = {primary}
+Auxiliary = {auxiliary}
+[Sampler]
+Steps = 4
+K = 2
+SliceBatch = 8
+[Problem]
+Task = {task}
+Views = 6
+Acceleration = 4
+[Output]
+GifFrames = 3
+"""
+
+
+def test_train_sample_and_evaluate_end_to_end(tmp_path):
+    write_nifti(tmp_path / "train.nii.gz", random_phantom(16, seed=1), np.eye(4))
+    write_nifti(tmp_path / "test.nii.gz", random_phantom(16, seed=2), np.eye(4))
+    cfgs = {}
+    for role, plane in (("primary", "coronal"), ("auxiliary", "axial")):
+        cfgs[role] = tmp_path / f"{role}.ini"
+        cfgs[role].write_text(TRAIN.format(path=tmp_path / "train.nii.gz", plane=plane,
+                                           weights=tmp_path / role / "model.weights.h5"))
+        assert cli.main(["--cfg", str(cfgs[role]), "--out", str(tmp_path / role)]) == 0
+    for task in ("zsr", "csmri", "svct"):
+        cfg = tmp_path / f"{task}.ini"
+        cfg.write_text(TPDM.format(path=tmp_path / "test.nii.gz", primary=cfgs["primary"],
+                                   auxiliary=cfgs["auxiliary"], task=task))
+        out = tmp_path / task
+        mode = "evaluate" if task == "zsr" else "reconstruct"
+        assert cli.main(["--cfg", str(cfg), "--mode", mode, "--out", str(out)]) == 0
+        table = pd.read_csv(out / "metrics.csv")
+        assert len(table) == (4 if mode == "evaluate" else 2)
+        assert np.isfinite(table[[c for c in table if c.startswith(("psnr", "ssim"))]].to_numpy()).all()
+        assert (out / "tpdm.nii.gz").is_file() and (out / "baseline.nii.gz").is_file()
+        assert (out / "reverse_diffusion.gif").stat().st_size > 0 and "| TPDM |" in (out / "metrics.md").read_text()
+    assert cli.main(["--cfg", str(tmp_path / "zsr.ini"), "--mode", "sample", "--out", str(tmp_path / "s")]) == 0
+    assert (tmp_path / "s" / "sample.nii.gz").is_file() and (tmp_path / "s" / "flythrough.gif").is_file()
+
+
+def test_bad_config_is_one_line_naming_the_key(tmp_path, capsys):
+    cfg = tmp_path / "bad.ini"
+    cfg.write_text(TRAIN.format(path=tmp_path / "x.nii.gz", plane="diagonal", weights=""))
+    assert cli.main(["--cfg", str(cfg), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "[Model] Plane = diagonal" in err and len(err.strip().splitlines()) == 1
