@@ -118,3 +118,4 @@ def _load_schemas():
     import ldseg_suite.tasks.generate_schema  # noqa: F401  (registers ebm, lebm_2d, lsd_ebm_2d, fid_classifier)
     import ldseg_suite.tasks.ldseg_schema  # noqa: F401  (registers 'ldseg')
     import ldseg_suite.tasks.shape_schema  # noqa: F401  (registers vae, lebm, lsd_ebm)
+    import ldseg_suite.tasks.tpdm_schema  # noqa: F401  (registers tpdm_score, tpdm)
