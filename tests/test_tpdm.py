@@ -29,7 +29,7 @@ def _inner(a, b):
 @pytest.mark.parametrize("task", ["zsr", "csmri", "svct"])
 def test_operators_on_volumes_pass_the_adjoint_test(task):
     rng = np.random.default_rng(0)
-    op, measure, _, _ = problem_for(Problem(Task=task, Acceleration=4.0, Views=7), 16, seed=0)
+    op, _, measure, _, _ = problem_for(Problem(Task=task, Acceleration=4.0, Views=7), 16, seed=0)
     x = rng.standard_normal((16, 16, 16)).astype(np.float32)
     ax = np.asarray(op.forward(x))
     y = rng.standard_normal(ax.shape)
@@ -42,7 +42,7 @@ def test_operators_on_volumes_pass_the_adjoint_test(task):
 
 def test_baselines_recover_smooth_volumes():
     vol = shepp_logan_3d(32)
-    op, measure, (_, baseline), _ = problem_for(Problem(Task="svct", Views=90), 32, seed=0)
+    op, _, measure, (_, baseline), _ = problem_for(Problem(Task="svct", Views=90), 32, seed=0)
     assert np.abs(baseline(measure(vol)) - vol).mean() < 0.06
     ramp = np.broadcast_to(np.linspace(0, 1, 32, dtype=np.float32), (4, 4, 32))
     thick = ramp.reshape(4, 4, 8, 4).mean(-1)
@@ -59,8 +59,9 @@ def test_phantoms_are_deterministic_and_in_range():
 
 
 def test_k_schedule():
-    np.testing.assert_array_equal(np.flatnonzero(k_schedule(12, 3)), [2, 5, 8, 11])
-    np.testing.assert_array_equal(np.flatnonzero(k_schedule(12, 3.0)), [2, 5, 8, 11])
+    np.testing.assert_array_equal(np.flatnonzero(k_schedule(13, 3)), [2, 5, 8, 11])
+    np.testing.assert_array_equal(np.flatnonzero(k_schedule(13, 3.0)), [2, 5, 8, 11])
+    np.testing.assert_array_equal(np.flatnonzero(k_schedule(12, 3)), [2, 5, 8])  # the last step is the primary's
     assert k_schedule(10, 1).all() and not k_schedule(10, 0).any()
     frac = k_schedule(20000, 2.5, seed=1).mean()
     assert frac == pytest.approx(0.4, abs=0.02)
@@ -79,11 +80,11 @@ def test_sampler_runs_the_scheduled_model_on_its_plane_on_each_step():
             return gaussian_score(slices, sigma)
         return score
 
-    schedule = k_schedule(9, 3)
-    sampler = TPDMSampler(counting("primary", 1), counting("auxiliary", 2), ve_sigmas(0.01, 5.0, 9), 1, 2,
+    schedule = k_schedule(10, 3)
+    sampler = TPDMSampler(counting("primary", 1), counting("auxiliary", 2), ve_sigmas(0.01, 5.0, 10), 1, 2,
                           schedule, corrector_steps=0)
     sampler(sampler.initial_noise(shape, 0), seed=0)
-    assert calls["primary"].numpy() == 6 and calls["auxiliary"].numpy() == 3
+    assert calls["primary"].numpy() == 7 and calls["auxiliary"].numpy() == 3
     assert seen == {"primary": (8, 6, 10, 1), "auxiliary": (10, 6, 8, 1)}
 
 
@@ -122,6 +123,9 @@ def test_dps_with_zero_weight_is_the_unconditional_sampler_and_a_weight_fits_the
     fitted = TPDMSampler(*common, operator=op, y=y, weight=10.0, jacobian=jacobian)(x_T, seed=3)["x0"].numpy()
     residual = lambda x: np.linalg.norm(op.forward(x).numpy() - y)  # noqa: E731
     assert residual(fitted) < 0.5 * residual(free)
+    projected = TPDMSampler(*common, operator=op, y=y, weight=0.0, jacobian=jacobian, projection=1.0,
+                            pinv=lambda r: op.adjoint(r) * 4)(x_T, seed=3)["x0"].numpy()
+    assert residual(projected) < 1e-3 * residual(free)  # a hard projection on the last (primary) step
 
 
 def test_score_model_training_lowers_the_dsm_loss():
@@ -171,8 +175,9 @@ Primary = {primary}
 Auxiliary = {auxiliary}
 [Sampler]
 Steps = 4
+CorrectorSteps = 0
 K = 2
-SliceBatch = 8
+SliceBatch = 16
 [Problem]
 Task = {task}
 Views = 6
@@ -185,12 +190,13 @@ GifFrames = 3
 def test_train_sample_and_evaluate_end_to_end(tmp_path):
     write_nifti(tmp_path / "train.nii.gz", random_phantom(16, seed=1), np.eye(4))
     write_nifti(tmp_path / "test.nii.gz", random_phantom(16, seed=2), np.eye(4))
+    weights = tmp_path / "primary" / "model.weights.h5"
     cfgs = {}
     for role, plane in (("primary", "coronal"), ("auxiliary", "axial")):
         cfgs[role] = tmp_path / f"{role}.ini"
-        cfgs[role].write_text(TRAIN.format(path=tmp_path / "train.nii.gz", plane=plane,
-                                           weights=tmp_path / role / "model.weights.h5"))
-        assert cli.main(["--cfg", str(cfgs[role]), "--out", str(tmp_path / role)]) == 0
+        cfgs[role].write_text(TRAIN.format(path=tmp_path / "train.nii.gz", plane=plane, weights=weights))
+    # one training run; the auxiliary config reuses its weights on the axial plane (the net is plane-agnostic)
+    assert cli.main(["--cfg", str(cfgs["primary"]), "--out", str(tmp_path / "primary")]) == 0
     for task in ("zsr", "csmri", "svct"):
         cfg = tmp_path / f"{task}.ini"
         cfg.write_text(TPDM.format(path=tmp_path / "test.nii.gz", primary=cfgs["primary"],

@@ -11,6 +11,11 @@ diffusion posterior sampling (DPS, Chung et al. 2023): with x0_hat = x + sigma^2
 
 ``jacobian='exact'`` differentiates through the network; ``'identity'`` takes d x0_hat / dx = I (no
 backward pass through the network: a cheaper, common approximation).
+
+Optionally (``projection`` > 0, with ``pinv`` a (pseudo-)inverse of A) the same steps also move the sample
+towards the measurements as in Song et al. (ICLR 2022): x_{i+1} <- x_{i+1} + projection *
+pinv(y_{i+1} - A x_{i+1}) with y_{i+1} = y + sigma_{i+1} A z; projection = 1 with an exact pseudo-inverse
+is a hard data-consistency projection.
 """
 from __future__ import annotations
 
@@ -27,14 +32,20 @@ def k_schedule(steps: int, k: float, seed: int = 0) -> np.ndarray:
 
     An integer K: the auxiliary acts on every K-th step (steps K-1, 2K-1, ...), the primary on the others;
     a non-integer K: the auxiliary acts with probability 1 / K on each step (seeded). K = 0 (or any K
-    below 1) means the primary on every step.
+    below 1) means the primary on every step, K = 1 the auxiliary on every step. With K > 1 the last step
+    is always the primary's, so the chain ends with a data-consistency step.
     """
     k = float(k)
     if k < 1.0:
         return np.zeros(steps, bool)
+    if k == 1.0:
+        return np.ones(steps, bool)
     if k.is_integer():
-        return (np.arange(steps) + 1) % int(k) == 0
-    return np.random.default_rng(seed).random(steps) < 1.0 / k
+        aux = (np.arange(steps) + 1) % int(k) == 0
+    else:
+        aux = np.random.default_rng(seed).random(steps) < 1.0 / k
+    aux[-1] = False
+    return aux
 
 
 def slice_scores(score, volume, sigma, axis: int, slice_batch: int):
@@ -59,12 +70,14 @@ class TPDMSampler(VESampler):
     ``primary`` / ``auxiliary``: callables ``score(slices, sigma)``; ``*_axis``: the axis their slices are
     taken along (see :data:`PLANES`); ``use_auxiliary``: boolean per step (:func:`k_schedule`).
     ``operator`` (with ``forward``), ``y`` and ``weight`` turn on DPS on the steps ``dc_steps`` (default:
-    the primary's steps). Without an operator the sampler is unconditional.
+    the primary's steps); ``pinv`` and ``projection`` the projection step. Without an operator the sampler
+    is unconditional.
     """
 
     def __init__(self, primary, auxiliary, sigmas, primary_axis: int, auxiliary_axis: int, use_auxiliary,
                  operator=None, y=None, weight: float = 0.0, dc_steps=None, jacobian: str = "identity",
-                 slice_batch: int = 64, snr: float = 0.16, corrector_steps: int = 1, capture: bool = False):
+                 pinv=None, projection: float = 0.0, slice_batch: int = 64, snr: float = 0.16,
+                 corrector_steps: int = 1, capture: bool = False):
         super().__init__(self._score, sigmas, snr, corrector_steps, capture)
         use_auxiliary = np.asarray(use_auxiliary, bool)
         if use_auxiliary.shape != (self.num_steps,):
@@ -77,6 +90,7 @@ class TPDMSampler(VESampler):
         self.slice_batch = int(slice_batch)
         self.operator, self.weight, self.jacobian = operator, float(weight), jacobian
         self.y = None if y is None else tf.constant(y)
+        self.pinv, self.projection = pinv, float(projection)
         dc = ~use_auxiliary if dc_steps is None else np.asarray(dc_steps, bool)
         self.dc_steps = tf.constant(dc)
 
@@ -91,27 +105,45 @@ class TPDMSampler(VESampler):
     def _residual_norm(self, x0):
         return _norm(self.y - tf.cast(self.operator.forward(x0), self.y.dtype))
 
-    def _dps(self, x, sigma, i):
-        """(score, grad_x ||y - A(x0_hat)||) at x."""
-        if self.jacobian == "exact":
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                score = self._score(x, sigma, i)
-                norm = self._residual_norm(x + sigma ** 2 * score)
-            return score, tape.gradient(norm, x)
-        score = self._score(x, sigma, i)
-        x0 = x + sigma ** 2 * score
+    def _exact_dps(self, x, sigma, i):
+        """(score, grad_x ||y - A(x0_hat(x))||), differentiating through the network."""
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            score = self._score(x, sigma, i)
+            norm = self._residual_norm(x + sigma ** 2 * score)
+        return score, tape.gradient(norm, x)
+
+    def _identity_dps(self, x0):
+        """grad ||y - A(x0)|| with respect to x0 (= grad_x when d x0_hat / dx is taken as I)."""
         with tf.GradientTape() as tape:
             tape.watch(x0)
             norm = self._residual_norm(x0)
-        return score, tape.gradient(norm, x0)
+        return tape.gradient(norm, x0)
 
     def predictor(self, x, sigma, sigma_next, i, seed):
         if self.operator is None:
             return super().predictor(x, sigma, sigma_next, i, seed)
-        score, grad = tf.cond(self.dc_steps[i], lambda: self._dps(x, sigma, i),
-                              lambda: (self._score(x, sigma, i), tf.zeros_like(x)))
+        if self.jacobian == "exact":
+            score, grad = tf.cond(self.dc_steps[i], lambda: self._exact_dps(x, sigma, i),
+                                  lambda: (self._score(x, sigma, i), tf.zeros_like(x)))
+        else:  # one network call; only the operator is differentiated
+            score = self._score(x, sigma, i)
+            grad = tf.cond(self.dc_steps[i], lambda: self._identity_dps(x + sigma ** 2 * score),
+                           lambda: tf.zeros_like(x))
         var = sigma ** 2 - sigma_next ** 2
         mean = x + var * score - self.weight * grad
         z = tf.random.stateless_normal(tf.shape(x), tf.stack([seed, (self.corrector_steps + 1) * i]))
-        return mean + tf.sqrt(var) * z, mean
+        sample = mean + tf.sqrt(var) * z
+        if self.pinv is None or not self.projection:
+            return sample, mean
+        return tf.cond(self.dc_steps[i], lambda: self._project(sample, mean, sigma_next, i, seed),
+                       lambda: (sample, mean))
+
+    def _project(self, sample, mean, sigma_next, i, seed):
+        """Move the sample towards y + sigma_next A z, and the mean towards y."""
+        z = tf.random.stateless_normal(tf.shape(sample), tf.stack([seed, -2 - i]))
+        forward = lambda v: tf.cast(self.operator.forward(v), self.y.dtype)  # noqa: E731
+        y_noisy = self.y + tf.cast(sigma_next, self.y.dtype) * forward(z)
+        sample = sample + self.projection * self.pinv(y_noisy - forward(sample))
+        mean = mean + self.projection * self.pinv(self.y - forward(mean))
+        return sample, mean

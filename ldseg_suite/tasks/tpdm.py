@@ -229,18 +229,23 @@ def ramp_filter(detectors: int):
     return 2 * np.real(np.fft.fft(f)), size
 
 
-def fbp_matched(op, sinograms) -> np.ndarray:
-    """Filtered back-projection with the projector's own adjoint: (views, detectors, D) -> (n, n, D).
+def fbp_matched(op, sinograms):
+    """Filtered back-projection with the projector's own adjoint: (views, detectors, D) -> (n, n, D) tensor.
 
     Ramp-filter every view, back-project with A^T, scale by pi / (2 views). Matched to the projector's
-    geometry, it is a better (fairer) baseline than scikit-image's ``iradon`` on these sinograms.
+    geometry, it is a better (fairer) baseline than scikit-image's ``iradon`` on these sinograms; being
+    linear, it is also the approximate pseudo-inverse of the projection step.
     """
-    sinograms = np.asarray(sinograms)
-    d = sinograms.shape[1]
+    import tensorflow as tf
+
+    sinograms = tf.convert_to_tensor(sinograms, tf.float32)
+    views, d = sinograms.shape[0], sinograms.shape[1]
     filt, size = ramp_filter(d)
-    filt = filt.reshape((1, size) + (1,) * (sinograms.ndim - 2))
-    filtered = np.fft.ifft(np.fft.fft(sinograms, size, axis=1) * filt, axis=1).real[:, :d]
-    return np.asarray(op.adjoint(filtered.astype(np.float32))) * np.pi / (2 * sinograms.shape[0])
+    rows = tf.experimental.numpy.moveaxis(sinograms, 1, -1)  # detectors last
+    pad = [[0, 0]] * (len(rows.shape) - 1) + [[0, size - d]]
+    spectrum = tf.signal.fft(tf.cast(tf.pad(rows, pad), tf.complex64)) * tf.constant(filt, tf.complex64)
+    filtered = tf.math.real(tf.signal.ifft(spectrum))[..., :d]
+    return op.adjoint(tf.experimental.numpy.moveaxis(filtered, -1, 1)) * (np.pi / (2 * views))
 
 
 def cubic_z(thick: np.ndarray, factor: int) -> np.ndarray:
@@ -253,12 +258,14 @@ def cubic_z(thick: np.ndarray, factor: int) -> np.ndarray:
 
 
 def problem_for(pcfg, size: int, seed: int):
-    """(operator, measure(volume) -> y, baseline(y) -> volume, description) of ``[Problem]``."""
+    """(operator, pinv, measure(volume) -> y, (baseline name, baseline(y) -> volume), description) of
+    ``[Problem]``; ``pinv`` maps a measurement residual back to the volume (the projection step)."""
     rng = np.random.default_rng(seed + 1234)
     if pcfg.Task == "zsr":
         from ldseg_suite.inverse.slices import SliceAverage
 
         op = SliceAverage(pcfg.Factor, axis=2)
+        pinv = lambda r: op.adjoint(r) * pcfg.Factor  # noqa: E731  (exact: A A^T = I / factor)
         baseline = ("cubic interpolation", lambda y: cubic_z(y, pcfg.Factor))
         what = f"z-axis super-resolution x{pcfg.Factor} (averages of {pcfg.Factor} axial slices)"
         noise = lambda shape: rng.standard_normal(shape)  # noqa: E731
@@ -267,6 +274,7 @@ def problem_for(pcfg, size: int, seed: int):
 
         mask = poisson_disc_mask((size, size), pcfg.Acceleration, seed=pcfg.MaskSeed)
         op = MaskedFourier(mask)
+        pinv = op.adjoint  # exact: A A^T = I on the sampled k-space
         baseline = ("zero-filled inverse FFT", lambda y: np.asarray(op.adjoint(y)))
         what = (f"CS-MRI, axial 2D Poisson-disc mask, acceleration {pcfg.Acceleration:g} "
                 f"({mask.mean() * 100:.1f}% of k-space)")
@@ -275,7 +283,8 @@ def problem_for(pcfg, size: int, seed: int):
         from ldseg_suite.inverse.ct import ParallelBeam
 
         op = ParallelBeam(size, pcfg.Views)
-        baseline = ("filtered back-projection", lambda y: fbp_matched(op, y))
+        pinv = lambda r: fbp_matched(op, r)  # noqa: E731  (approximate)
+        baseline = ("filtered back-projection", lambda y: np.asarray(fbp_matched(op, y)))
         what = f"sparse-view CT, {pcfg.Views} parallel-beam views of every axial slice"
         noise = lambda shape: rng.standard_normal(shape)  # noqa: E731
 
@@ -285,7 +294,7 @@ def problem_for(pcfg, size: int, seed: int):
             y = (y + pcfg.NoiseStd * noise(y.shape)).astype(y.dtype)
         return y
 
-    return op, measure, baseline, what
+    return op, pinv, measure, baseline, what
 
 
 def plane_metrics(x: np.ndarray, truth: np.ndarray) -> dict:
@@ -312,7 +321,7 @@ def reconstruct(cfg, run_dir: Path, ablations: bool) -> None:
     truth, affine = load_volume(cfg.Data)
     pair = load_pair(cfg)
     sigmas = sigmas_for(cfg, pair[0][0])
-    op, measure, (baseline_name, baseline), what = problem_for(p, s, cfg.Run.Seed)
+    op, pinv, measure, (baseline_name, baseline), what = problem_for(p, s, cfg.Run.Seed)
     y = measure(truth)
     print(f"problem: {what}; held-out volume {cfg.Data.Path}", flush=True)
     rows, results = [], {}
@@ -327,7 +336,7 @@ def reconstruct(cfg, run_dir: Path, ablations: bool) -> None:
                      ("auxiliary only", np.ones(n, bool), np.ones(n, bool))]
     for name, schedule, dc_steps in variants:
         sampler = make_sampler(cfg, pair, sigmas, schedule, operator=op, y=y, weight=p.Weight, dc_steps=dc_steps,
-                               jacobian=p.Jacobian, capture=name == "TPDM")
+                               jacobian=p.Jacobian, pinv=pinv, projection=p.Projection, capture=name == "TPDM")
         start = time.time()
         out = sampler(sampler.initial_noise((s, s, s), cfg.Run.Seed), seed=cfg.Run.Seed)
         results[name] = np.clip(out["x0"].numpy(), 0.0, 1.0)
@@ -354,7 +363,7 @@ def metrics_markdown(table: pd.DataFrame, what: str, cfg) -> str:
     head = (f"{what}; held-out volume `{cfg.Data.Path}` at {cfg.Data.Size}^3. PSNR (dB) and SSIM are means over "
             f"the non-blank slices of each plane (data range 1). Sampler: {s.Steps} noise levels, {s.CorrectorSteps} "
             f"corrector step(s), K = {s.K:g}, DPS weight {cfg.Problem.Weight:g} ({cfg.Problem.Jacobian} Jacobian), "
-            f"seed {cfg.Run.Seed}.\n\n")
+            f"projection {cfg.Problem.Projection:g}, seed {cfg.Run.Seed}.\n\n")
     cols = "| method | PSNR axial | PSNR coronal | PSNR sagittal | PSNR mean | SSIM axial | SSIM coronal | " \
            "SSIM sagittal | SSIM mean | time (s) |\n|---|" + "---|" * 10 + "\n"
     lines = [f"| {r.method} | " + " | ".join(f"{r[f'psnr_{p}']:.2f}" for p in ORDER) + " | "

@@ -83,6 +83,9 @@ class Problem:
     Weight: float = field(1.0, min=0.0, help="DPS step: x -= Weight * grad ||y - A(x0_hat)||")
     Jacobian: str = field("identity", choices=("exact", "identity"),
                           help="DPS gradient through the network (exact) or with d x0_hat / dx = I (identity)")
+    Projection: float = field(0.0, min=0.0, max=1.0,
+                              help="data-consistency projection on the DPS steps: x += Projection * pinv(y - A x) "
+                                   "(Song et al. 2022); 0 = off, 1 = hard projection")
     Ablations: bool = field(True, help="evaluate: also run the primary-only and auxiliary-only samplers")
 
 
