@@ -60,9 +60,12 @@ class Acquisition:
 
 @dataclass(frozen=True)
 class Optimise:
-    Steps: int = field(5, min=1, help="K: DDIM steps of the differentiable decode (and of the inversion)")
-    Iterations: int = field(60, min=1, help="Adam iterations at most")
-    LearningRate: float = field(0.05, min=0.0)
+    Steps: int = field(10, min=1, help="K: DDIM steps of the differentiable decode (and of the inversion)")
+    Iterations: int = field(40, min=1, help="Adam iterations at most")
+    Init: str = field("slerp", choices=("slerp", "cubic"),
+                      help="missing slices start from slerp (x_T) / lerp (z_sem) of the observed slices' codes, or "
+                           "from the codes of the cubic through-plane interpolation")
+    LearningRate: float = field(0.01, min=0.0)
     SaxWeight: float = field(1.0, min=0.0, help="weight of the observed short-axis slices' MSE")
     LaxWeight: float = field(1.0, min=0.0, help="weight of the long-axis planes' MSE")
     PriorWeight: float = field(0.01, min=0.0, help="keeps each x_T on the Gaussian shell |x_T|^2 = n")

@@ -92,9 +92,13 @@ def optimise(model, obs: Observation, opt, log_every: int = 10):
     from ldseg_suite.inverse.planes import trilinear
 
     k_steps, slices = opt.Steps, obs.truth.shape[2]
-    x_obs = np.moveaxis(obs.sax, 2, 0)[..., None] * 2.0 - 1.0
-    z_obs, xT_obs = (np.asarray(a) for a in model.encode(x_obs, k_steps))
-    z0, xT0 = initial_latents(obs.sax_index, z_obs, xT_obs, slices)
+    if opt.Init == "cubic":  # encode every slice of the cubic interpolation (observed ones are the data)
+        x_all = np.moveaxis(interpolate(obs, "cubic"), 2, 0)[..., None] * 2.0 - 1.0
+        z0, xT0 = (np.asarray(a, np.float32) for a in model.encode(x_all, k_steps))
+    else:
+        x_obs = np.moveaxis(obs.sax, 2, 0)[..., None] * 2.0 - 1.0
+        z_obs, xT_obs = (np.asarray(a) for a in model.encode(x_obs, k_steps))
+        z0, xT0 = initial_latents(obs.sax_index, z_obs, xT_obs, slices)
     z, xT = tf.Variable(z0), tf.Variable(xT0)
     variables = [xT, z] if z0.shape[1] else [xT]
     adam = keras.optimizers.Adam(opt.LearningRate)
@@ -172,6 +176,8 @@ def reconstruct_volume(method: str, obs: Observation, cfg, priors: dict):
 def run(cfg, mode: str, out: Path, overwrite: bool = False) -> int:
     import keras
 
+    if mode not in OUTPUTS:
+        raise LDSegError(f"--mode {mode}: expected one of {', '.join(OUTPUTS)} for method mgdcr")
     run_dir = prepare_run_dir(out, OUTPUTS[mode], overwrite)
     cfg.write(run_dir / "config.ini")
     keras.utils.set_random_seed(cfg.Run.Seed)
@@ -203,7 +209,9 @@ def reconstruct(cfg, run_dir: Path) -> None:
     cubic = interpolate(obs, "cubic")
     missing = np.setdiff1d(np.arange(obs.truth.shape[2]), obs.sax_index)
     for name, vol in (("mgdcr", volume), ("cubic", cubic)):
-        print(f"{name}: MSE on the missing slices {np.mean((vol[..., missing] - obs.truth[..., missing]) ** 2):.5f}")
+        scores = score(vol, obs)
+        print(f"{name}: MSE on the missing slices {np.mean((vol[..., missing] - obs.truth[..., missing]) ** 2):.5f}, "
+              "Dice " + ", ".join(f"{s} {scores[f'dice_{s}']:.3f}" for s in STRUCTURES.values()), flush=True)
     print(f"outputs: {run_dir}", flush=True)
 
 
