@@ -54,7 +54,7 @@ class Acquisition:
     def validate(self):
         bad = [v for v in self.Views if v not in ("2ch", "3ch", "4ch")]
         if bad:
-            raise LDSegError(f"[Acquisition] Views = {', '.join(self.Views)}: unknown view {bad[0]!r}; "
+            raise LDSegError(f"Views = {', '.join(self.Views)}: unknown view {bad[0]!r}; "
                              f"expected 2ch, 3ch, 4ch")
 
 
@@ -84,7 +84,7 @@ class Reconstruct:
     def validate(self):
         bad = [m for m in self.Methods if m not in ("mgdcr", "ddim", "linear", "cubic")]
         if bad:
-            raise LDSegError(f"[Reconstruct] Methods: unknown method {bad[0]!r}; expected mgdcr, ddim, linear, cubic")
+            raise LDSegError(f"Methods: unknown method {bad[0]!r}; expected mgdcr, ddim, linear, cubic")
 
 
 MODES = {"diffae": ("train", "roundtrip", "sample"), "ddim": ("train", "roundtrip", "sample"),
