@@ -27,7 +27,7 @@ class Model:
 
 @dataclass(frozen=True)
 class Codec:
-    Steps: int = field(50, min=1, help="DDIM steps of the stochastic encoder (inversion) and of the decoder")
+    Steps: int = field(100, min=1, help="DDIM steps of the stochastic encoder (inversion) and of the decoder")
     Samples: int = field(16, min=1, help="held-out slices of the round trip (mode roundtrip) / samples (sample)")
 
 
