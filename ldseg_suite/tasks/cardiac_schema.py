@@ -65,7 +65,7 @@ class Optimise:
     Init: str = field("slerp", choices=("slerp", "cubic"),
                       help="missing slices start from slerp (x_T) / lerp (z_sem) of the observed slices' codes, or "
                            "from the codes of the cubic through-plane interpolation")
-    LearningRate: float = field(0.01, min=0.0)
+    LearningRate: float = field(0.01, min=0.0, help="Adam step at the start; cosine decay to a tenth by Iterations")
     SaxWeight: float = field(1.0, min=0.0, help="weight of the observed short-axis slices' MSE")
     LaxWeight: float = field(1.0, min=0.0, help="weight of the long-axis planes' MSE")
     PriorWeight: float = field(0.01, min=0.0, help="keeps each x_T on the Gaussian shell |x_T|^2 = n")

@@ -101,7 +101,7 @@ def optimise(model, obs: Observation, opt, log_every: int = 10):
         z0, xT0 = initial_latents(obs.sax_index, z_obs, xT_obs, slices)
     z, xT = tf.Variable(z0), tf.Variable(xT0)
     variables = [xT, z] if z0.shape[1] else [xT]
-    adam = keras.optimizers.Adam(opt.LearningRate)
+    adam = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(opt.LearningRate, opt.Iterations, alpha=0.1))
     sampler = model.sampler(k_steps)
     sax_index, sax = tf.constant(obs.sax_index, tf.int32), tf.constant(obs.sax, tf.float32)
     lax = [(tf.constant(c), tf.constant(img, tf.float32)) for c, img in obs.lax.values()]
@@ -295,7 +295,7 @@ def loss_plot(history, path: Path) -> None:
         if frame[col].abs().max() > 0:
             ax.semilogy(frame.iteration, frame[col], label=col)
     ax.set_xlabel("Adam iteration")
-    ax.set_ylabel("loss term (unweighted)")
+    ax.set_ylabel("loss (weighted sum); terms unweighted")
     ax.legend(fontsize=8)
     save_figure(fig, path)
 
