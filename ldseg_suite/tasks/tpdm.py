@@ -338,7 +338,10 @@ def reconstruct(cfg, run_dir: Path, ablations: bool) -> None:
         sampler = make_sampler(cfg, pair, sigmas, schedule, operator=op, y=y, weight=p.Weight, dc_steps=dc_steps,
                                jacobian=p.Jacobian, pinv=pinv, projection=p.Projection, capture=name == "TPDM")
         start = time.time()
-        out = sampler(sampler.initial_noise((s, s, s), cfg.Run.Seed), seed=cfg.Run.Seed)
+        x_T = sampler.initial_noise((s, s, s), cfg.Run.Seed)
+        if cfg.Sampler.Start == "baseline":
+            x_T = x_T + results["baseline"]
+        out = sampler(x_T, seed=cfg.Run.Seed)
         results[name] = np.clip(out["x0"].numpy(), 0.0, 1.0)
         seconds = time.time() - start
         rows.append({"method": name, **plane_metrics(results[name], truth), "seconds": seconds})
@@ -360,8 +363,10 @@ def reconstruct(cfg, run_dir: Path, ablations: bool) -> None:
 
 def metrics_markdown(table: pd.DataFrame, what: str, cfg) -> str:
     s = cfg.Sampler
+    start = "noise" if s.Start == "noise" else "the baseline plus noise"
     head = (f"{what}; held-out volume `{cfg.Data.Path}` at {cfg.Data.Size}^3. PSNR (dB) and SSIM are means over "
-            f"the non-blank slices of each plane (data range 1). Sampler: {s.Steps} noise levels, {s.CorrectorSteps} "
+            f"the non-blank slices of each plane (data range 1). Sampler: from {start}, {s.Steps} noise levels "
+            f"(sigma {s.SigmaMax or 'SigmaMax of the primary'} to its SigmaMin), {s.CorrectorSteps} "
             f"corrector step(s), K = {s.K:g}, DPS weight {cfg.Problem.Weight:g} ({cfg.Problem.Jacobian} Jacobian), "
             f"projection {cfg.Problem.Projection:g}, seed {cfg.Run.Seed}.\n\n")
     cols = "| method | PSNR axial | PSNR coronal | PSNR sagittal | PSNR mean | SSIM axial | SSIM coronal | " \

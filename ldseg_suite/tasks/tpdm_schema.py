@@ -64,6 +64,9 @@ class Models:
 class Sampler:
     Steps: int = field(100, min=2, help="noise levels N (geometric from SigmaMax to SigmaMin of the primary)")
     SigmaMax: float = field(0.0, min=0.0, help="start of the chain (0 = the primary model's SigmaMax)")
+    Start: str = field("noise", choices=("noise", "baseline"),
+                       help="x_T: pure noise N(0, SigmaMax^2 I), or the baseline reconstruction plus that noise "
+                            "(come-closer-diffuse-faster, Chung et al. 2022; use with a small SigmaMax)")
     CorrectorSteps: int = field(1, min=0, max=10, help="Langevin corrector steps per noise level")
     SNR: float = field(0.16, min=0.0, help="signal-to-noise ratio of the Langevin corrector")
     K: float = field(2.0, min=0.0, help="the auxiliary acts on every K-th step (integer K) or with probability "
