@@ -108,17 +108,19 @@ class DDIM(keras.Model):
         return {"loss": self.loss_tracker.result()}
 
     # -- sampling, encoding, decoding ------------------------------------------------------------------
-    def sampler(self, steps: int, eta: float = 0.0, capture: bool = False) -> DiffusionSampler:
+    def sampler(self, steps: int, eta: float = 0.0, capture: bool = False, clip: bool = False) -> DiffusionSampler:
         """A compiled DDIM sampler over ``steps`` timesteps (cached: each is traced once per shape).
 
-        The x0 estimates are not clipped: the decode must mirror the (unclipped) inversion exactly. Clipping
-        them to [-1, 1] cost the round trip 14 dB (a bright offset: the dark background's noisy estimates are
-        clipped from below far more often than the blood's from above).
+        ``clip`` clips the x0 estimates to the image range [-1, 1] (diffusers' ``clip_sample``): needed to
+        sample from pure noise, where alpha_bar ~ 1e-4 amplifies any error of the noise prediction ~100x; but
+        a decode of inverted codes must mirror the unclipped inversion: clipping cost that round trip 14 dB (a
+        bright offset, as the dark background's estimates are clipped from below far more often than the
+        blood's from above).
         """
-        key = (int(steps), float(eta), bool(capture))
+        key = (int(steps), float(eta), bool(capture), bool(clip))
         if key not in self._samplers:
             self._samplers[key] = DiffusionSampler(lambda x, z, t: self.eps(x, z, t), self.alphas_cumprod, "DDIM",
-                                                   steps, eta, capture=capture)
+                                                   steps, eta, clip=1.0 if clip else None, capture=capture)
         return self._samplers[key]
 
     def encode(self, x0, steps: int):
@@ -126,9 +128,12 @@ class DDIM(keras.Model):
         z = ops.convert_to_tensor(self.semantic(x0))
         return z, self.sampler(steps).invert(x0, z)
 
-    def decode(self, z, x_T, steps: int, capture: bool = False):
-        """Deterministic DDIM decode of (z_sem, x_T); a dict with "x0" (and trajectories if ``capture``)."""
-        return self.sampler(steps, capture=capture)(x_T, z)
+    def decode(self, z, x_T, steps: int, capture: bool = False, clip: bool = False):
+        """Deterministic DDIM decode of (z_sem, x_T); a dict with "x0" (and trajectories if ``capture``).
+
+        ``clip=True`` for x_T drawn from N(0, I); leave it off for codes from ``encode`` (see ``sampler``).
+        """
+        return self.sampler(steps, capture=capture, clip=clip)(x_T, z)
 
 
 @keras.saving.register_keras_serializable(PKG)

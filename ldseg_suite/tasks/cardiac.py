@@ -118,7 +118,7 @@ def roundtrip(cfg, run_dir: Path) -> None:
     start = time.time()
     z, x_T = model.encode(x, cfg.Codec.Steps)
     rec = np.asarray(model.decode(z, x_T, cfg.Codec.Steps)["x0"])
-    free = np.asarray(model.decode(z, initial_noise(x.shape, cfg.Run.Seed), cfg.Codec.Steps)["x0"])
+    free = np.asarray(model.decode(z, initial_noise(x.shape, cfg.Run.Seed), cfg.Codec.Steps, clip=True)["x0"])
     print(f"encoded and decoded {len(x)} held-out slices in {time.time() - start:.0f} s", flush=True)
     table = pd.DataFrame({"slice": np.arange(len(x)), "psnr_roundtrip": [psnr(a, b) for a, b in zip(x, rec)],
                           "psnr_random_xT": [psnr(a, b) for a, b in zip(x, free)]})
@@ -144,7 +144,8 @@ def sample(cfg, run_dir: Path) -> None:
         z = np.repeat(np.asarray(model.semantic(x)), n // len(x) or 1, axis=0)
     else:
         z = np.zeros((n, 0), np.float32)
-    out = np.asarray(model.decode(z, initial_noise((len(z),) + x.shape[1:], cfg.Run.Seed), cfg.Codec.Steps)["x0"])
+    noise = initial_noise((len(z),) + x.shape[1:], cfg.Run.Seed)
+    out = np.asarray(model.decode(z, noise, cfg.Codec.Steps, clip=True)["x0"])
     rows = [out[i::len(x)] for i in range(len(x))] if cfg.Run.Method == "diffae" else [out]
     _picture(run_dir / "samples.png", rows, [f"z_sem of held-out slice {i}" for i in range(len(rows))]
              if cfg.Run.Method == "diffae" else ["DDIM samples"])
