@@ -182,6 +182,7 @@ SliceBatch = 16
 Task = {task}
 Views = 6
 Acceleration = 4
+Projection = 1.0
 [Output]
 GifFrames = 3
 """
@@ -203,7 +204,8 @@ def test_train_sample_and_evaluate_end_to_end(tmp_path):
                                    auxiliary=cfgs["auxiliary"], task=task))
         out = tmp_path / task
         mode = "evaluate" if task == "zsr" else "reconstruct"
-        assert cli.main(["--cfg", str(cfg), "--mode", mode, "--out", str(out)]) == 0
+        extra = ["--set", "Sampler.Start=baseline", "--set", "Sampler.SigmaMax=0.2"] if task == "csmri" else []
+        assert cli.main(["--cfg", str(cfg), "--mode", mode, "--out", str(out), *extra]) == 0
         table = pd.read_csv(out / "metrics.csv")
         assert len(table) == (4 if mode == "evaluate" else 2)
         assert np.isfinite(table[[c for c in table if c.startswith(("psnr", "ssim"))]].to_numpy()).all()
