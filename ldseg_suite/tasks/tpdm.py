@@ -41,6 +41,12 @@ def run(cfg, mode: str, out: Path, overwrite: bool = False) -> int:
     run_dir = prepare_run_dir(out, OUTPUTS[mode], overwrite)
     cfg.write(run_dir / "config.ini")
     keras.utils.set_random_seed(cfg.Run.Seed)
+    if mode != "train":
+        import tensorflow as tf
+
+        # Grappler's AddOpsRewrite puts a temporary variable in the sampling loop that the second sampler of
+        # a process trips over (AlreadyExistsError in TF 2.21); the rewrite gains nothing here.
+        tf.config.optimizer.set_experimental_options({"arithmetic_optimization": False})
     if mode == "train":
         distribute.set_precision(cfg.Training.Precision)
         train(cfg, run_dir)
@@ -370,7 +376,7 @@ def metrics_markdown(table: pd.DataFrame, what: str, cfg) -> str:
             f"corrector step(s), K = {s.K:g}, DPS weight {cfg.Problem.Weight:g} ({cfg.Problem.Jacobian} Jacobian), "
             f"projection {cfg.Problem.Projection:g}, seed {cfg.Run.Seed}.\n\n")
     cols = "| method | PSNR axial | PSNR coronal | PSNR sagittal | PSNR mean | SSIM axial | SSIM coronal | " \
-           "SSIM sagittal | SSIM mean | time (s) |\n|---|" + "---|" * 10 + "\n"
+           "SSIM sagittal | SSIM mean | time (s) |\n|---|" + "---|" * 9 + "\n"
     lines = [f"| {r.method} | " + " | ".join(f"{r[f'psnr_{p}']:.2f}" for p in ORDER) + " | "
              + " | ".join(f"{r[f'ssim_{p}']:.4f}" for p in ORDER) + f" | {r.seconds:.0f} |"
              for _, r in table.iterrows()]
