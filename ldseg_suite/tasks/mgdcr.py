@@ -277,7 +277,8 @@ def summary(table: pd.DataFrame, n_cases: int, cfg) -> str:
         for metric in ("dice", "hd95"):
             for s in STRUCTURES.values():
                 values = part[[f"{metric}_{s}_ed", f"{metric}_{s}_es"]].to_numpy().mean(axis=1)
-                cells.append(f"{np.nanmean(values):.{3 if metric == 'dice' else 1}f} +- {np.nanstd(values):.2f}")
+                digits = 3 if metric == "dice" else 1
+                cells.append(f"{np.nanmean(values):.{digits}f} +- {np.nanstd(values):.{digits}f}")
         for col in ("edv_error", "esv_error", "ef_error"):
             cells.append(f"{part[col].mean():.1f} +- {part[col].std(ddof=0):.1f}")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
