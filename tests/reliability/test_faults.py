@@ -19,9 +19,9 @@ from ldseg_suite.models.ldseg import LDSeg
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def start(cfg, out):
+def start(cfg, out, epochs=3):
     return subprocess.Popen([sys.executable, "run.py", "--cfg", str(cfg), "--mode", "train", "--out", str(out),
-                             "--set", "Training.Epochs=3", "--set", "Training.StepsPerEpoch=25"],
+                             "--set", f"Training.Epochs={epochs}", "--set", "Training.StepsPerEpoch=25"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
 
@@ -41,14 +41,14 @@ def wait_for_epoch(out, epoch, proc, timeout=240):
 def test_sigint_then_sigkill_then_resume_finishes(tiny, tmp_path):
     cfg, _ = tiny
     out = tmp_path / "run"
-    proc = start(cfg, out)
+    proc = start(cfg, out, epochs=30)  # many epochs left: the signal lands mid-run even on a loaded machine
     wait_for_epoch(out, 1, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "interrupted: checkpoint saved" in err
 
-    proc = start(cfg, out)
+    proc = start(cfg, out, epochs=30)
     wait_for_epoch(out, 2, proc)
     proc.kill()  # SIGKILL mid-run: no handler runs
     proc.wait(timeout=60)
