@@ -17,10 +17,9 @@ import pandas as pd
 
 from ldseg_suite import distribute, training
 from ldseg_suite.data.cardiac import make_cardiac_case
-from ldseg_suite.errors import LDSegError
 from ldseg_suite.models.diffae import DDIM, DiffAE
 from ldseg_suite.tasks.cardiac_schema import MODES
-from ldseg_suite.tasks.common import atomic_csv, load_trained_weights, prepare_run_dir
+from ldseg_suite.tasks.common import atomic_csv, load_trained_weights, open_run
 
 TEST_SEED = 10000  # held-out phantoms use seeds TEST_SEED, TEST_SEED + 1, ...
 OUTPUTS = {"train": [], "roundtrip": ["roundtrip.csv"], "sample": ["samples.png"]}
@@ -59,15 +58,7 @@ def load_model(cfg, run_dir: Path | None = None, weights: str = "", what: str = 
 
 
 def run(cfg, mode: str, out: Path, overwrite: bool = False) -> int:
-    import keras
-
-    if mode not in MODES[cfg.Run.Method]:
-        raise LDSegError(f"--mode {mode}: expected one of {', '.join(MODES[cfg.Run.Method])} "
-                         f"for method {cfg.Run.Method}")
-    run_dir = prepare_run_dir(out, OUTPUTS[mode], overwrite)
-    cfg.write(run_dir / "config.ini")
-    keras.utils.set_random_seed(cfg.Run.Seed)
-    distribute.set_precision(cfg.Training.Precision)
+    run_dir = open_run(cfg, mode, out, overwrite, {m: OUTPUTS[m] for m in MODES[cfg.Run.Method]})
     {"train": train, "roundtrip": roundtrip, "sample": sample}[mode](cfg, run_dir)
     return 0
 

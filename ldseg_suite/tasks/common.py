@@ -30,9 +30,10 @@ def prepare_run_dir(out: Path, protected: list[str], overwrite: bool) -> Path:
     return out
 
 
-def start_run(cfg, mode: str, out: Path, overwrite: bool, outputs: dict):
-    """What every mode of a case-based method does first: check the mode, make the run directory, write the
-    resolved config, seed, set the precision policy, load and split the data. Returns (run_dir, splits)."""
+def open_run(cfg, mode: str, out: Path, overwrite: bool, outputs: dict) -> Path:
+    """What every mode of every method does first: check the mode (a key of ``outputs``), make the run directory
+    (refusing to replace that mode's ``outputs``), write the resolved config, seed, and set the precision
+    policy when the config has a [Training] section. Returns the run directory."""
     import keras
 
     from ldseg_suite import distribute
@@ -42,7 +43,14 @@ def start_run(cfg, mode: str, out: Path, overwrite: bool, outputs: dict):
     run_dir = prepare_run_dir(out, outputs[mode], overwrite)
     cfg.write(run_dir / "config.ini")
     keras.utils.set_random_seed(cfg.Run.Seed)
-    distribute.set_precision(cfg.Training.Precision)
+    if "Training" in cfg:
+        distribute.set_precision(cfg.Training.Precision)
+    return run_dir
+
+
+def start_run(cfg, mode: str, out: Path, overwrite: bool, outputs: dict):
+    """``open_run``, then load and split the data of a case-based method. Returns (run_dir, splits)."""
+    run_dir = open_run(cfg, mode, out, overwrite, outputs)
     data = load_splits(cfg.Data, cfg.Run.Seed, run_dir)
     print(f"data: {cfg.Data.Root}: " + ", ".join(f"{k} {len(v.cases)}" for k, v in data.items()), flush=True)
     return run_dir, data

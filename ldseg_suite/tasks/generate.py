@@ -23,7 +23,7 @@ from ldseg_suite.fid import frechet_distance
 from ldseg_suite.models.classifier import FeatureClassifier
 from ldseg_suite.models.image_ebm import PixelEBM
 from ldseg_suite.models.latent_ebm import ShapeLEBM, ShapeLSDEBM
-from ldseg_suite.tasks.common import atomic_csv, load_trained_weights, prepare_run_dir
+from ldseg_suite.tasks.common import atomic_csv, load_trained_weights, open_run
 from ldseg_suite.tasks.generate_schema import MODES
 from ldseg_suite.viz import gifs
 
@@ -69,15 +69,7 @@ def build_model(cfg):
 
 
 def run(cfg, mode: str, out: Path, overwrite: bool = False) -> int:
-    import keras
-
-    if mode not in MODES[cfg.Run.Method]:
-        raise LDSegError(f"--mode {mode}: expected one of {', '.join(MODES[cfg.Run.Method])} "
-                         f"for method {cfg.Run.Method}")
-    run_dir = prepare_run_dir(out, OUTPUTS[mode], overwrite)
-    cfg.write(run_dir / "config.ini")
-    keras.utils.set_random_seed(cfg.Run.Seed)
-    distribute.set_precision(cfg.Training.Precision)
+    run_dir = open_run(cfg, mode, out, overwrite, {m: OUTPUTS[m] for m in MODES[cfg.Run.Method]})
     {"train": train, "sample": sample, "infer": classifier_accuracy}[mode](cfg, run_dir)
     return 0
 

@@ -23,7 +23,7 @@ from ldseg_suite import config, sections
 from ldseg_suite.data import cardiac
 from ldseg_suite.errors import LDSegError
 from ldseg_suite.tasks.cardiac import load_model, phantom_cases
-from ldseg_suite.tasks.common import atomic_csv, prepare_run_dir
+from ldseg_suite.tasks.common import atomic_csv, open_run
 
 OUTPUTS = {"reconstruct": ["reconstruction.nii.gz"], "evaluate": ["evaluate.csv"]}
 STRUCTURES = {1: "lv", 2: "myo", 3: "rv"}
@@ -174,13 +174,7 @@ def reconstruct_volume(method: str, obs: Observation, cfg, priors: dict):
 
 
 def run(cfg, mode: str, out: Path, overwrite: bool = False) -> int:
-    import keras
-
-    if mode not in OUTPUTS:
-        raise LDSegError(f"--mode {mode}: expected one of {', '.join(OUTPUTS)} for method mgdcr")
-    run_dir = prepare_run_dir(out, OUTPUTS[mode], overwrite)
-    cfg.write(run_dir / "config.ini")
-    keras.utils.set_random_seed(cfg.Run.Seed)
+    run_dir = open_run(cfg, mode, out, overwrite, OUTPUTS)
     {"reconstruct": reconstruct, "evaluate": evaluate}[mode](cfg, run_dir)
     return 0
 
