@@ -7,10 +7,13 @@ previous complete checkpoint in place.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -108,6 +111,35 @@ class Checkpointer(keras.callbacks.Callback):
         save_checkpoint(self.model, self.ckpt_dir, self.completed)
 
 
+class SigintStop(keras.callbacks.Callback):
+    """Ctrl-C (SIGINT) during ``fit`` stops training at the next batch end.
+
+    Python raises KeyboardInterrupt only between bytecodes; a SIGINT that lands while TensorFlow runs a step
+    can reach Keras' iterator code and be lost, and the run then simply trains on. A handler that only sets a
+    flag, checked after every batch, cannot be lost. ``fit`` then saves a checkpoint and raises
+    KeyboardInterrupt (exit code 130).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.received = False
+
+    @contextlib.contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():  # signal handlers: main thread only
+            yield
+            return
+        previous = signal.signal(signal.SIGINT, lambda *_: setattr(self, "received", True))
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.received:
+            self.model.stop_training = True
+
+
 class NaNGuard(keras.callbacks.Callback):
     """Stop at the first non-finite loss, naming the epoch and step; the last checkpoint stays."""
 
@@ -154,11 +186,15 @@ def fit(build_model, train_ds, steps_per_epoch: int, epochs: int, run_dir: Path,
     else:
         guard = NaNGuard()
         checkpointer = Checkpointer(ckpt_dir, guard)
-        callbacks = [guard, checkpointer, keras.callbacks.TensorBoard(str(run_dir / "logs"))]
+        sigint = SigintStop()
+        callbacks = [guard, checkpointer, sigint, keras.callbacks.TensorBoard(str(run_dir / "logs"))]
         try:
-            model.fit(train_ds, steps_per_epoch=steps_per_epoch, epochs=epochs, initial_epoch=done,
-                      validation_data=val_ds, validation_steps=val_steps, callbacks=callbacks,
-                      shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
+            with sigint.installed():
+                model.fit(train_ds, steps_per_epoch=steps_per_epoch, epochs=epochs, initial_epoch=done,
+                          validation_data=val_ds, validation_steps=val_steps, callbacks=callbacks,
+                          shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
+            if sigint.received:
+                raise KeyboardInterrupt
         except KeyboardInterrupt:
             save_checkpoint(model, ckpt_dir, checkpointer.completed or done)
             print(f"interrupted: checkpoint saved in {ckpt_dir}", file=sys.stderr)
