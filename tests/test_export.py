@@ -20,3 +20,10 @@ def test_exported_weights_are_compressed_and_load_exactly(tmp_path):
     training.load_weights(other, path, "test")
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), other.get_weights()))
     assert not list(tmp_path.glob("*tmp*"))
+
+
+def test_ema_warning_only_when_the_average_still_holds_the_initialisation():
+    assert training.ema_warning(0.999, 700) is not None and "50 %" in training.ema_warning(0.999, 700)
+    assert training.ema_warning(0.999, 3072) is None  # 0.999^3072 = 4.6 %
+    assert training.ema_warning(0.0, 10) is None
+    assert training.ema_warning(0.9, 100) is None
