@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 
 from ldseg_suite.inverse.planes import sample_plane
-from ldseg_suite.models.diffae import DDIM, DiffAE
+from ldseg_suite.models.ddim import DDIM
+from ldseg_suite.models.diffae import DiffAE
 
 
 def tiny(cls, **kw):

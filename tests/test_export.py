@@ -3,7 +3,7 @@ import h5py
 import numpy as np
 
 from ldseg_suite import training
-from ldseg_suite.models.diffae import DDIM
+from ldseg_suite.models.ddim import DDIM
 
 
 def test_exported_weights_are_compressed_and_load_exactly(tmp_path):

@@ -17,7 +17,8 @@ import pandas as pd
 
 from ldseg_suite import distribute, training
 from ldseg_suite.data.cardiac import make_cardiac_case
-from ldseg_suite.models.diffae import DDIM, DiffAE
+from ldseg_suite.models.ddim import DDIM
+from ldseg_suite.models.diffae import DiffAE
 from ldseg_suite.tasks.cardiac_schema import MODES
 from ldseg_suite.tasks.common import atomic_csv, load_trained_weights, open_run
 
