@@ -128,6 +128,65 @@ def test_dps_with_zero_weight_is_the_unconditional_sampler_and_a_weight_fits_the
     assert residual(projected) < 1e-3 * residual(free)  # a hard projection on the last (primary) step
 
 
+def test_tweedie_predictor_with_eta_0_is_the_deterministic_denoise_chain():
+    # Gaussian prior: D(x, sigma) = x S^2 / (S^2 + sigma^2), so the chain multiplies x_T by the product of these
+    sigmas = ve_sigmas(0.05, 1.0, 6)
+    kw = dict(corrector_steps=0, predictor="tweedie", eta=0.0)
+    sampler = TPDMSampler(gaussian_score, gaussian_score, sigmas, 1, 2, k_schedule(6, 2), **kw)
+    x_T = sampler.initial_noise((8, 8, 8), 0)
+    out = sampler(x_T, seed=0)["x0"].numpy()
+    gain = np.prod(S ** 2 / (S ** 2 + sigmas.astype(np.float64) ** 2))
+    np.testing.assert_allclose(out, gain * x_T.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(sampler(x_T, seed=5)["x0"].numpy(), out, atol=1e-7)  # no noise: seed-free
+    noisy = TPDMSampler(gaussian_score, gaussian_score, sigmas, 1, 2, k_schedule(6, 2), corrector_steps=0,
+                        predictor="tweedie", eta=1.0)(x_T, seed=0)["x0"].numpy()
+    assert np.abs(noisy - out).max() > 1e-3  # eta = 1 re-noises between steps
+    with pytest.raises(ValueError, match="predictor"):
+        TPDMSampler(gaussian_score, gaussian_score, sigmas, 1, 2, k_schedule(6, 2), predictor="ode")
+
+
+def test_tweedie_chain_with_projection_on_every_step_is_data_consistent_and_keeps_the_measured_part():
+    from ldseg_suite.inverse.slices import SliceAverage
+
+    op = SliceAverage(4, axis=2)
+    truth = shepp_logan_3d(16)
+    y = op.forward(truth).numpy()
+    sigmas = ve_sigmas(0.01, 0.2, 8)
+    sampler = TPDMSampler(gaussian_score, gaussian_score, sigmas, 1, 2, k_schedule(8, 2), operator=op, y=y,
+                          weight=0.0, pinv=lambda r: op.adjoint(r) * 4, projection=1.0, dc_steps=np.ones(8, bool),
+                          corrector_steps=0, predictor="tweedie", eta=0.0)
+    start = cubic_z(y, 4)
+    out = sampler(start, seed=0)["x0"].numpy()
+    np.testing.assert_allclose(op.forward(out).numpy(), y, atol=1e-5)
+    # the Gaussian denoiser only shrinks, and the projection restores each group's mean: the result is the
+    # shrunk start plus the group means it lost (checked against the same chain in NumPy)
+    ref = start.copy()
+    for s in sigmas:
+        ref = ref * S ** 2 / (S ** 2 + s ** 2)
+        ref = ref + 4 * op.adjoint(y - op.forward(ref)).numpy()
+    np.testing.assert_allclose(out, ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("task", ["zsr", "svct"])
+def test_cgls_pinv_solves_least_squares(task):
+    from ldseg_suite.inverse.cg import cgls_pinv
+
+    op, exact, _, _, _ = problem_for(Problem(Task=task, Views=7), 16, seed=0)
+    rng = np.random.default_rng(1)
+    d_true = rng.standard_normal((16, 16, 3 if task == "svct" else 16)).astype(np.float32)
+    r = op.forward(d_true)
+    d = cgls_pinv(op, 1 if task == "zsr" else 60)(r)
+    residual = lambda d: float(np.linalg.norm(op.forward(d).numpy() - r.numpy()) / np.linalg.norm(r))  # noqa
+    assert residual(d) < (1e-5 if task == "zsr" else 0.03)
+    if task == "svct":  # ill-conditioned: the residual keeps falling with the iterations
+        assert residual(d) < 0.5 * residual(cgls_pinv(op, 5)(r))
+    if task == "zsr":  # A A^T = I / 4: CGLS is exact after one step and equals the closed-form pinv
+        np.testing.assert_allclose(d.numpy(), exact(r).numpy(), atol=1e-5)
+    assert np.linalg.norm(d) <= np.linalg.norm(d_true) + 1e-3  # CGLS from zero: the minimum-norm solution
+    pinv = problem_for(Problem(Task=task, Views=7, CGIters=3), 16, seed=0)[1]
+    assert pinv(r).shape == d_true.shape
+
+
 def test_score_model_training_lowers_the_dsm_loss():
     import keras
 
@@ -204,7 +263,10 @@ def test_train_sample_and_evaluate_end_to_end(tmp_path):
                                    auxiliary=cfgs["auxiliary"], task=task))
         out = tmp_path / task
         mode = "evaluate" if task == "zsr" else "reconstruct"
-        extra = ["--set", "Sampler.Start=baseline", "--set", "Sampler.SigmaMax=0.2"] if task == "csmri" else []
+        extra = {"csmri": ["--set", "Sampler.Start=baseline", "--set", "Sampler.SigmaMax=0.2"],
+                 "svct": ["--set", "Sampler.Predictor=tweedie", "--set", "Sampler.Start=baseline", "--set",
+                          "Sampler.StartNoise=0", "--set", "Problem.DCSteps=all", "--set", "Problem.CGIters=2"]}
+        extra = extra.get(task, [])
         assert cli.main(["--cfg", str(cfg), "--mode", mode, "--out", str(out), *extra]) == 0
         table = pd.read_csv(out / "metrics.csv")
         assert len(table) == (4 if mode == "evaluate" else 2)

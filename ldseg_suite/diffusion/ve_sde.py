@@ -1,14 +1,24 @@
 """Variance-exploding SDE (Song et al. 2021): noise levels and a predictor-corrector sampler.
 
 The sampler knows nothing of the method calling it: ``score_fn(x, sigma, i)`` returns the score at noise
-level ``sigma`` on step ``i`` (so a caller such as TPDM can switch models by step). Predictor: reverse
-diffusion; corrector: Langevin with step size from the signal-to-noise ratio ``snr``. The whole loop runs
-in one ``tf.function``; randomness is stateless and seeded.
+level ``sigma`` on step ``i`` (so a caller such as TPDM can switch models by step). Predictor:
+
+- ``'reverse'`` (reverse diffusion, Song et al. 2021): x <- x + (sigma^2 - sigma'^2) score + sqrt(sigma^2 -
+  sigma'^2) z, a sample of the (approximate) posterior at the next level sigma';
+- ``'tweedie'``: x <- x0_hat + eta sigma' z with the Tweedie estimate x0_hat = x + sigma^2 score = D(x, sigma)
+  (the denoised image; eta = 1 re-noises it to level sigma' as in DDIM / DDS, eta = 0 keeps the denoised
+  image: an annealed plug-and-play iteration that converges to a point estimate, not a sample).
+
+Corrector: Langevin with step size from the signal-to-noise ratio ``snr``. The whole loop runs in one
+``tf.function``; randomness is stateless and seeded. Both predictors end with the Tweedie estimate at the
+last level (the last step goes to sigma' = 0).
 """
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
+
+PREDICTORS = ("reverse", "tweedie")
 
 
 def ve_sigmas(sigma_min: float, sigma_max: float, steps: int) -> np.ndarray:
@@ -24,8 +34,13 @@ class VESampler:
     """Predictor-corrector sampling from x_T ~ N(0, sigma_max^2 I) to the data."""
 
     def __init__(self, score_fn, sigmas, snr: float = 0.16, corrector_steps: int = 1, capture: bool = False,
-                 jit_compile: bool = False):
+                 jit_compile: bool = False, predictor: str = "reverse", eta: float = 1.0):
+        if predictor not in PREDICTORS:
+            raise ValueError(f"predictor = {predictor}: expected one of {', '.join(PREDICTORS)}")
+        if eta < 0:
+            raise ValueError(f"eta = {eta}: expected >= 0")
         self.score_fn, self.snr, self.capture = score_fn, float(snr), capture
+        self.predictor_kind, self.eta = predictor, float(eta)
         self.corrector_steps = int(corrector_steps)
         sig = np.asarray(sigmas, np.float32)
         self.sigmas = tf.constant(sig)
@@ -53,12 +68,20 @@ class VESampler:
             x = x + step * grad + tf.sqrt(2.0 * step) * z
         return x
 
-    def predictor(self, x, sigma, sigma_next, i, seed):
-        """Reverse diffusion: returns (sample, mean); the last step returns its mean (no noise)."""
+    def step_sizes(self, sigma, sigma_next):
+        """(gain, std, level) of the predictor: mean = x + gain * score, sample = mean + std * z; level is the
+        noise level of the sample (sigma_next for reverse diffusion, eta * sigma_next for 'tweedie')."""
+        if self.predictor_kind == "tweedie":
+            return sigma ** 2, self.eta * sigma_next, self.eta * sigma_next
         var = sigma ** 2 - sigma_next ** 2
-        mean = x + var * self.score_fn(x, sigma, i)
+        return var, tf.sqrt(var), sigma_next
+
+    def predictor(self, x, sigma, sigma_next, i, seed):
+        """One predictor step: returns (sample, mean); the last step returns its mean (no noise)."""
+        gain, std, _ = self.step_sizes(sigma, sigma_next)
+        mean = x + gain * self.score_fn(x, sigma, i)
         z = tf.random.stateless_normal(tf.shape(x), tf.stack([seed, (self.corrector_steps + 1) * i]))
-        return mean + tf.sqrt(var) * z, mean
+        return mean + std * z, mean
 
     def _run(self, x, seed):
         n = self.num_steps

@@ -172,7 +172,8 @@ def make_sampler(cfg, pair, sigmas, use_auxiliary, **kw) -> TPDMSampler:
     (pcfg, primary), (acfg, auxiliary) = pair
     s = cfg.Sampler
     return TPDMSampler(primary.score, auxiliary.score, sigmas, PLANES[pcfg.Model.Plane], PLANES[acfg.Model.Plane],
-                       use_auxiliary, slice_batch=s.SliceBatch, snr=s.SNR, corrector_steps=s.CorrectorSteps, **kw)
+                       use_auxiliary, slice_batch=s.SliceBatch, snr=s.SNR, corrector_steps=s.CorrectorSteps,
+                       predictor=s.Predictor, eta=s.Eta, **kw)
 
 
 # ------------------------------------------------------------------------------------------- pictures
@@ -300,6 +301,10 @@ def problem_for(pcfg, size: int, seed: int):
             y = (y + pcfg.NoiseStd * noise(y.shape)).astype(y.dtype)
         return y
 
+    if pcfg.CGIters:
+        from ldseg_suite.inverse.cg import cgls_pinv
+
+        pinv = cgls_pinv(op, pcfg.CGIters)
     return op, pinv, measure, baseline, what
 
 
@@ -336,7 +341,7 @@ def reconstruct(cfg, run_dir: Path, ablations: bool) -> None:
     rows.append({"method": f"baseline ({baseline_name})", **plane_metrics(results["baseline"], truth),
                  "seconds": time.time() - start})
     n = len(sigmas)
-    variants = [("TPDM", k_schedule(n, cfg.Sampler.K, cfg.Run.Seed), None)]
+    variants = [("TPDM", k_schedule(n, cfg.Sampler.K, cfg.Run.Seed), np.ones(n, bool) if p.DCSteps == "all" else None)]
     if ablations:
         variants += [("primary only", np.zeros(n, bool), np.ones(n, bool)),
                      ("auxiliary only", np.ones(n, bool), np.ones(n, bool))]
@@ -346,7 +351,7 @@ def reconstruct(cfg, run_dir: Path, ablations: bool) -> None:
         start = time.time()
         x_T = sampler.initial_noise((s, s, s), cfg.Run.Seed)
         if cfg.Sampler.Start == "baseline":
-            x_T = x_T + results["baseline"]
+            x_T = cfg.Sampler.StartNoise * x_T + results["baseline"]
         out = sampler(x_T, seed=cfg.Run.Seed)
         results[name] = np.clip(out["x0"].numpy(), 0.0, 1.0)
         seconds = time.time() - start
@@ -369,12 +374,16 @@ def reconstruct(cfg, run_dir: Path, ablations: bool) -> None:
 
 def metrics_markdown(table: pd.DataFrame, what: str, cfg) -> str:
     s = cfg.Sampler
-    start = "noise" if s.Start == "noise" else "the baseline plus noise"
+    start = "noise" if s.Start == "noise" else (f"the baseline plus {s.StartNoise:g} x SigmaMax noise"
+                                                if s.StartNoise else "the baseline")
+    predictor = "reverse diffusion" if s.Predictor == "reverse" else f"Tweedie predictor (eta {s.Eta:g})"
     head = (f"{what}; held-out volume `{cfg.Data.Path}` at {cfg.Data.Size}^3. PSNR (dB) and SSIM are means over "
             f"the non-blank slices of each plane (data range 1). Sampler: from {start}, {s.Steps} noise levels "
-            f"(sigma {s.SigmaMax or 'SigmaMax of the primary'} to its SigmaMin), {s.CorrectorSteps} "
+            f"(sigma {s.SigmaMax or 'SigmaMax of the primary'} to its SigmaMin), {predictor}, {s.CorrectorSteps} "
             f"corrector step(s), K = {s.K:g}, DPS weight {cfg.Problem.Weight:g} ({cfg.Problem.Jacobian} Jacobian), "
-            f"projection {cfg.Problem.Projection:g}, seed {cfg.Run.Seed}.\n\n")
+            f"projection {cfg.Problem.Projection:g} on the {cfg.Problem.DCSteps} steps"
+            + (f" (pinv: {cfg.Problem.CGIters} CGLS iterations)" if cfg.Problem.CGIters else "")
+            + f", seed {cfg.Run.Seed}.\n\n")
     cols = "| method | PSNR axial | PSNR coronal | PSNR sagittal | PSNR mean | SSIM axial | SSIM coronal | " \
            "SSIM sagittal | SSIM mean | time (s) |\n|---|" + "---|" * 9 + "\n"
     lines = [f"| {r.method} | " + " | ".join(f"{r[f'psnr_{p}']:.2f}" for p in ORDER) + " | "

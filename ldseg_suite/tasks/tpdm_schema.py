@@ -67,6 +67,13 @@ class Sampler:
     Start: str = field("noise", choices=("noise", "baseline"),
                        help="x_T: pure noise N(0, SigmaMax^2 I), or the baseline reconstruction plus that noise "
                             "(come-closer-diffuse-faster, Chung et al. 2022; use with a small SigmaMax)")
+    StartNoise: float = field(1.0, min=0.0, help="Start = baseline: x_T = baseline + StartNoise * SigmaMax * z "
+                                                 "(0 = the baseline itself, for Predictor = tweedie with Eta = 0)")
+    Predictor: str = field("reverse", choices=("reverse", "tweedie"),
+                           help="reverse: reverse-diffusion sampling; tweedie: each step jumps to the denoised "
+                                "estimate D(x, sigma) (+ Eta * next sigma * noise), with Eta = 0 an annealed "
+                                "plug-and-play point estimate")
+    Eta: float = field(0.0, min=0.0, max=1.0, help="tweedie: noise re-injected, as a fraction of the next sigma")
     CorrectorSteps: int = field(1, min=0, max=10, help="Langevin corrector steps per noise level")
     SNR: float = field(0.16, min=0.0, help="signal-to-noise ratio of the Langevin corrector")
     K: float = field(2.0, min=0.0, help="the auxiliary acts on every K-th step (integer K) or with probability "
@@ -89,6 +96,11 @@ class Problem:
     Projection: float = field(0.0, min=0.0, max=1.0,
                               help="data-consistency projection on the DPS steps: x += Projection * pinv(y - A x) "
                                    "(Song et al. 2022); 0 = off, 1 = hard projection")
+    DCSteps: str = field("primary", choices=("primary", "all"),
+                         help="data consistency (DPS / projection) on the primary model's steps or on every step")
+    CGIters: int = field(0, min=0, max=100,
+                         help="projection pinv: 0 = the task's own (ZSR, CS-MRI exact; SV-CT the FBP), n > 0 = n "
+                              "conjugate-gradient (CGLS) iterations on min ||A d - r||")
     Ablations: bool = field(True, help="evaluate: also run the primary-only and auxiliary-only samplers")
 
 
