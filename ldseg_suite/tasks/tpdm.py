@@ -381,7 +381,8 @@ def metrics_markdown(table: pd.DataFrame, what: str, cfg) -> str:
             f"the non-blank slices of each plane (data range 1). Sampler: from {start}, {s.Steps} noise levels "
             f"(sigma {s.SigmaMax or 'SigmaMax of the primary'} to its SigmaMin), {predictor}, {s.CorrectorSteps} "
             f"corrector step(s), K = {s.K:g}, DPS weight {cfg.Problem.Weight:g} ({cfg.Problem.Jacobian} Jacobian), "
-            f"projection {cfg.Problem.Projection:g} on the {cfg.Problem.DCSteps} steps"
+            f"projection {cfg.Problem.Projection:g} on "
+            + ("every step" if cfg.Problem.DCSteps == "all" else "the primary's steps")
             + (f" (pinv: {cfg.Problem.CGIters} CGLS iterations)" if cfg.Problem.CGIters else "")
             + f", seed {cfg.Run.Seed}.\n\n")
     cols = "| method | PSNR axial | PSNR coronal | PSNR sagittal | PSNR mean | SSIM axial | SSIM coronal | " \
