@@ -190,7 +190,7 @@ def flythrough_gif(path: Path, volume: np.ndarray, title: str, frames: int = 32)
     for k in gifs.pick_frames(n, frames):
         panels = [np.clip(view(volume, p, k), 0, 1) for p in ("axial", "coronal", "sagittal")]
         pics.append(gifs.render(panels, [f"axial {k}", f"coronal {k}", f"sagittal {k}"], suptitle=title,
-                                layout="row"))
+                                layout="row", cmap="gray", value_range=(0, 1)))
     return gifs.write_gif(path, pics, fps=6)
 
 
@@ -202,7 +202,8 @@ def diffusion_gif(path: Path, trajectory: np.ndarray, sigmas, truth: np.ndarray,
         vol = trajectory[i]
         panels = [np.clip(view(vol, "coronal", mid), 0, 1), np.clip(view(vol, "axial", mid), 0, 1),
                   view(truth, "coronal", mid)]
-        pics.append(gifs.render(panels, ["coronal", "axial", "truth (coronal)"], layout="row",
+        pics.append(gifs.render(panels, ["coronal", "axial", "truth (coronal)"], layout="row", cmap="gray",
+                                value_range=(0, 1),
                                 suptitle=f"{title}: step {i + 1}/{len(trajectory)}, sigma {sigmas[i]:.3g}"))
     return gifs.write_gif(path, pics, fps=4)
 

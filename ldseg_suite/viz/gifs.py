@@ -47,14 +47,18 @@ def colour_labels(labels) -> np.ndarray:
     return CLASS_COLOURS[np.clip(labels, 0, len(CLASS_COLOURS) - 1)]
 
 
-def render(panels, titles, suptitle: str = "", layout="column", panel_inches: float = 1.8) -> np.ndarray:
-    """Draw panels (each (H, W, 3) in [0, 1] or (H, W) scalar) in one figure; return an RGB uint8 array."""
+def render(panels, titles, suptitle: str = "", layout="column", panel_inches: float = 1.8, cmap: str = "magma",
+           value_range: tuple[float, float] | None = None) -> np.ndarray:
+    """Draw panels (each (H, W, 3) in [0, 1] or (H, W) scalar) in one figure; return an RGB uint8 array.
+
+    Scalar panels use ``cmap``, each scaled to its own range unless ``value_range`` fixes (vmin, vmax)."""
     n = len(panels)
     rows, cols = (n, 1) if layout == "column" else (1, n)
     fig, axes = plt.subplots(rows, cols, figsize=(cols * panel_inches, rows * panel_inches + 0.35), dpi=72)
     for ax, panel, title in zip(np.atleast_1d(axes).ravel(), panels, titles):
         panel = np.asarray(panel)
-        ax.imshow(panel, cmap="magma" if panel.ndim == 2 else None, interpolation="nearest")
+        vmin, vmax = value_range or (None, None)
+        ax.imshow(panel, cmap=cmap if panel.ndim == 2 else None, vmin=vmin, vmax=vmax, interpolation="nearest")
         ax.set_title(title, fontsize=8)
         ax.axis("off")
     if suptitle:
