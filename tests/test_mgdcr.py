@@ -130,3 +130,16 @@ def test_mgdcr_reconstructs_and_evaluates(priors, tmp_path):
     assert min(truth.dice_lv_ed, truth.dice_myo_ed, truth.dice_rv_ed) > 0.85  # the segmentation itself works
     assert truth.ef_error < 5
     assert "| cubic |" in (out / "evaluate.md").read_text()
+
+
+def test_early_stopping_waits_for_the_learning_rate_warm_up(priors, tmp_path):
+    (dae_cfg, dae), (ddim_cfg, ddim) = priors["diffae"], priors["ddim"]
+    cfg = tmp_path / "m.ini"
+    cfg.write_text(MGDCR.format(dae_cfg=dae_cfg, dae=dae, ddim_cfg=ddim_cfg, ddim=ddim))
+    out = tmp_path / "m"
+    args = ["--cfg", str(cfg), "--out", str(out), "--set", "Optimise.Iterations=8", "--set", "Optimise.Warmup=3",
+            "--set", "Optimise.Patience=1"]
+    assert cli.run(args) == 0
+    loss = pd.read_csv(out / "loss.csv").loss.to_numpy()
+    assert loss[1] == pytest.approx(loss[0], rel=1e-6)  # the warm-up starts from a zero step...
+    assert len(loss) >= 4  # ...which patience 1 would otherwise have taken for a stalled fit

@@ -65,12 +65,15 @@ class Optimise:
     Init: str = field("slerp", choices=("slerp", "cubic"),
                       help="missing slices start from slerp (x_T) / lerp (z_sem) of the observed slices' codes, or "
                            "from the codes of the cubic through-plane interpolation")
-    LearningRate: float = field(0.01, min=0.0, help="Adam step at the start; cosine decay to a tenth by Iterations")
+    LearningRate: float = field(0.01, min=0.0, help="Adam step after the warm-up; cosine decay to a tenth at the end")
+    Warmup: int = field(10, min=0, help="iterations of linear learning-rate warm-up from 0 (Adam's first steps are "
+                                        "full-size whatever the gradient); early stopping waits for its end")
     SaxWeight: float = field(1.0, min=0.0, help="weight of the observed short-axis slices' MSE")
     LaxWeight: float = field(1.0, min=0.0, help="weight of the long-axis planes' MSE")
     PriorWeight: float = field(0.01, min=0.0, help="keeps each x_T on the Gaussian shell |x_T|^2 = n")
-    SmoothWeight: float = field(0.01, min=0.0, help="through-plane smoothness of z_sem and x_T")
-    Patience: int = field(10, min=1, help="stop when the loss has not improved by 0.1% for this many iterations")
+    SmoothWeight: float = field(0.01, min=0.0, help="through-plane smoothness of z_sem (|z_sem[k+1] - z_sem[k]|^2)")
+    Patience: int = field(10, min=1, help="stop when the loss has not improved by 0.1% for this many iterations "
+                                          "after the warm-up; the best codes are kept")
     KeepObserved: bool = field(True, help="put the measured SAX slices back into the result")
 
 

@@ -101,7 +101,10 @@ def optimise(model, obs: Observation, opt, log_every: int = 10):
         z0, xT0 = initial_latents(obs.sax_index, z_obs, xT_obs, slices)
     z, xT = tf.Variable(z0), tf.Variable(xT0)
     variables = [xT, z] if z0.shape[1] else [xT]
-    adam = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(opt.LearningRate, opt.Iterations, alpha=0.1))
+    warmup = min(opt.Warmup, opt.Iterations - 1)
+    schedule = keras.optimizers.schedules.CosineDecay(0.0, opt.Iterations - warmup, alpha=0.1,
+                                                      warmup_target=opt.LearningRate, warmup_steps=warmup)
+    adam = keras.optimizers.Adam(schedule)
     sampler = model.sampler(k_steps)
     sax_index, sax = tf.constant(obs.sax_index, tf.int32), tf.constant(obs.sax, tf.float32)
     lax = [(tf.constant(c), tf.constant(img, tf.float32)) for c, img in obs.lax.values()]
@@ -134,7 +137,7 @@ def optimise(model, obs: Observation, opt, log_every: int = 10):
         snapshots.append(np.asarray(volume))
         if loss < best * (1 - 1e-3):
             best, best_values, stale = loss, [v.numpy() for v in variables], 0
-        else:
+        elif it >= warmup:
             stale += 1
         if log_every and (it % log_every == 0 or stale >= opt.Patience):
             print(f"  iteration {it}: loss {loss:.5f} (sax {history[-1]['sax']:.5f}, lax {history[-1]['lax']:.5f})",
