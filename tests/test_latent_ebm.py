@@ -8,7 +8,7 @@ from ldseg_suite.fid import frechet_distance
 from ldseg_suite.inverse.slices import SliceAverage
 from ldseg_suite.models.classifier import FeatureClassifier
 from ldseg_suite.models.image_ebm import PixelEBM
-from ldseg_suite.models.latent_ebm import ShapeLEBM, ShapeLSDEBM
+from ldseg_suite.models.latent_ebm import LatentStandardizer, ShapeLEBM, ShapeLSDEBM
 from ldseg_suite.models.vae import ShapeVAE
 
 SIZE = (16, 16, 16)
@@ -62,12 +62,55 @@ def test_lsd_ebm_schedule_ends_near_pure_noise_and_samples_through_all_segments(
     np.testing.assert_array_equal(z.numpy(), model.sample_latents(3, seed=1)[0].numpy())
 
 
+def test_latent_standardizer_learns_mean_and_std_and_round_trips():
+    layer = LatentStandardizer(momentum=0.9)
+    layer.build((None, 3))
+    rng = np.random.default_rng(0)
+    z = (rng.normal(size=(4000, 3)) * [3.0, 0.5, 1.0] + [2.0, -1.0, 0.0]).astype(np.float32)
+    np.testing.assert_allclose(layer(z).numpy(), z)  # the identity before any update
+    for chunk in np.split(z, 100):  # 40 samples per batch: bias-corrected moving averages of E[z], E[z^2]
+        layer.update(chunk)
+    u = layer(z).numpy()
+    np.testing.assert_allclose(u.mean(0), 0.0, atol=0.15)
+    np.testing.assert_allclose(u.std(0), 1.0, atol=0.1)
+    np.testing.assert_allclose(layer.inverse(layer(z)).numpy(), z, rtol=1e-5, atol=1e-5)
+    shift, scale = (v.numpy() for v in layer.stats())
+    np.testing.assert_allclose(shift, [2.0, -1.0, 0.0], atol=0.3)
+    np.testing.assert_allclose(scale, [3.0, 0.5, 1.0], rtol=0.1)
+
+
 @pytest.mark.parametrize("cls", [ShapeLEBM, ShapeLSDEBM])
-def test_posterior_refinement_lowers_the_data_residual(cls):
+def test_standardized_prior_updates_its_statistics_and_returns_decoder_latents(cls):
+    kw = {"segments": 3} if cls is ShapeLSDEBM else {}
+    model = tiny(cls, langevin_steps=2, standardize=True, train_backbone=False, **kw)
+    assert model.standardizer is not None
+    assert len(model.prior_weights()) == len(model.energy.weights) + 3
+    assert not any(w is v for w in model.prior_weights() for v in model.backbone_weights())
+    model.train_on_batch(*batch())
+    assert float(model.standardizer.count.numpy()) == 1.0
+    shift, scale = (v.numpy() for v in model.standardizer.stats())
+    assert np.all(scale > 0) and not np.allclose(scale, 1.0)
+    x, _ = batch(2)
+    mean = model.encode(x)[0]
+    np.testing.assert_allclose(model.from_unit(model.to_unit(mean)).numpy(), mean.numpy(), rtol=1e-4, atol=1e-5)
+    # Zero Langevin steps (LSD-EBM: start at segment 0) leave the encoder's mean: the result is back in z.
+    extra = {"start": 0} if cls is ShapeLSDEBM else {}
+    op = SliceAverage(4, axis=-2)
+    z = model.posterior_refine(x, op.forward(x), op.forward, steps=0, step_size=0.1, weight=1.0, **extra)
+    np.testing.assert_allclose(z.numpy(), mean.numpy(), rtol=1e-4, atol=1e-5)
+    samples, path = model.sample_latents(5, seed=0, capture=True)
+    assert samples.shape == (5, 6) and np.isfinite(path.numpy()).all()
+
+
+@pytest.mark.parametrize("standardize", [False, True])
+@pytest.mark.parametrize("cls", [ShapeLEBM, ShapeLSDEBM])
+def test_posterior_refinement_lowers_the_data_residual(cls, standardize):
     """Noise-free posterior Langevin with a strong data term fits the observed thick slices better than the
     encoder's mean does."""
     kw = {"segments": 4} if cls is ShapeLSDEBM else {}
-    model = tiny(cls, langevin_steps=2, **kw)
+    model = tiny(cls, langevin_steps=2, standardize=standardize, **kw)
+    if standardize:
+        model.train_on_batch(*batch())  # the standardiser's statistics: no longer the identity
     x, _ = batch(2)
     op = SliceAverage(4, axis=-2)
     y = op.forward(x)

@@ -4,6 +4,8 @@ import pandas as pd
 
 from ldseg_suite import cli
 from ldseg_suite.data import readers, shapes
+from ldseg_suite.tasks import shape_compare
+from ldseg_suite.tasks import shapes as shape_task
 
 
 def test_vertebra_generator_is_deterministic_and_plausible():
@@ -68,7 +70,19 @@ Weights = {{weights}}
 """)
 
 
-def test_lebm_lsd_ebm_on_a_fixed_vae_backbone_and_the_comparison_table(tmp_path):
+def test_sign_test_and_paired_wins_by_hand():
+    assert shape_compare.sign_test(0, 0) == 1.0
+    assert abs(shape_compare.sign_test(8, 0) - 2 / 256) < 1e-12
+    assert abs(shape_compare.sign_test(5, 3) - 2 * (1 + 8 + 28 + 56) / 256) < 1e-12
+    table = pd.DataFrame({"case": ["a", "b", "c"] * 2, "method": ["LSD-EBM"] * 3 + ["upsampling"] * 3,
+                          "dice": [0.9, 0.8, 0.7, 0.85, 0.8, 0.75]})
+    row = shape_compare.paired_wins(table).iloc[0]
+    assert (row.method, row.baseline, row.wins, row.losses, row.ties, row.shapes) == ("LSD-EBM", "upsampling",
+                                                                                    1, 1, 1, 3)
+    assert abs(row.mean_diff - 0.0) < 1e-9
+
+
+def test_lebm_lsd_ebm_on_a_fixed_vae_backbone_and_the_comparison_table(tmp_path, capsys):
     root = tmp_path / "vert"
     for k, m in enumerate(shapes.make_vertebrae(6, 16, seed=0)):
         readers.write_nifti(root / "images" / f"v{k}.nii.gz", m, np.eye(4))
@@ -79,10 +93,16 @@ def test_lebm_lsd_ebm_on_a_fixed_vae_backbone_and_the_comparison_table(tmp_path)
     _write_cfg(cfgs["lsd_ebm"], "lsd_ebm", root,
                f"[Diffusion]\nSegments = 3\n[Compare]\nVAE = {cfgs['vae']}\nLEBM = {cfgs['lebm']}\nSegments = 1, 2\n"
                "Samples = 8\n")
+    cfgs["lsd_ebm"].write_text(cfgs["lsd_ebm"].read_text().replace("TrainBackbone = false\n",
+                                                                    "TrainBackbone = false\nStandardize = true\n"))
     backbone = runs["vae"] / "model.weights.h5"
     for m, path in cfgs.items():
         path.write_text(path.read_text().format(backbone=backbone, weights=runs[m] / "model.weights.h5"))
         assert cli.main(["--cfg", str(path), "--mode", "train", "--out", str(runs[m])]) == 0
+    for m in ("lebm", "lsd_ebm"):  # a fixed backbone: the exported file holds the energy (+ standardiser) only
+        attrs = shape_task._prior_only_attrs(runs[m] / "model.weights.h5")
+        assert attrs is not None and attrs["backbone"] == str(backbone)
+        assert (runs[m] / "model.weights.h5").stat().st_size < backbone.stat().st_size
     out = tmp_path / "cmp"
     assert cli.main(["--cfg", str(cfgs["lsd_ebm"]), "--mode", "compare", "--out", str(out)]) == 0
     table = pd.read_csv(out / "compare.csv")
@@ -90,14 +110,27 @@ def test_lebm_lsd_ebm_on_a_fixed_vae_backbone_and_the_comparison_table(tmp_path)
     assert table[["dice", "vs", "sen", "spec", "nmi", "kappa"]].notna().all().all()
     md = (out / "compare.md").read_text()
     assert all(f"| {m} |" in md for m in ("VAE", "LEBM", "LSD-EBM", "upsampling"))
+    assert "Paired per-shape Dice" in md
+    wins = pd.read_csv(out / "wins.csv")
+    assert {("LSD-EBM", "upsampling"), ("LSD-EBM", "VAE")} <= set(zip(wins.method, wins.baseline))
+    assert ((wins.wins + wins.losses + wins.ties) == wins.shapes).all() and (wins.shapes == 2).all()
     assert list((out / "gifs").glob("compare_*.gif"))
+    val = tmp_path / "val"  # the validation split plus fresh generator shapes
+    assert cli.main(["--cfg", str(cfgs["lsd_ebm"]), "--mode", "compare", "--out", str(val), "--set",
+                     "Compare.Split=val", "--set", "Compare.ExtraShapes=2"]) == 0
+    cases = set(pd.read_csv(val / "compare.csv").case)
+    assert len(cases) == 3 and {"generated_s2_000", "generated_s2_001"} <= cases
     assert cli.main(["--cfg", str(cfgs["lsd_ebm"]), "--mode", "compare_steps", "--out", str(out)]) == 0
     assert sorted(pd.read_csv(out / "steps.csv").segments.unique()) == [1, 2]
     assert (out / "steps.png").stat().st_size > 0
     assert cli.main(["--cfg", str(cfgs["lsd_ebm"]), "--mode", "compare_latent", "--out", str(out)]) == 0
     stats = pd.read_csv(out / "latent_stats.csv")
-    assert set(stats.model) == {"LEBM", "LSD-EBM"}
+    assert set(stats.model) == {"LEBM", "LSD-EBM"} and stats.posterior_norm_per_dim.notna().all()
     assert (out / "latent.png").is_file() and (out / "latent_steps.png").is_file()
+    capsys.readouterr()
+    backbone.write_bytes(backbone.read_bytes() + b"changed")  # the energy's backbone is no longer the one trained on
+    assert cli.main(["--cfg", str(cfgs["lsd_ebm"]), "--mode", "compare", "--out", str(tmp_path / "bad")]) == 2
+    assert "another backbone" in capsys.readouterr().err
 
 
 def test_compare_refuses_a_config_on_other_data(tmp_path, capsys):

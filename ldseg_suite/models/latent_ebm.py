@@ -15,6 +15,13 @@ Both keep the VAE's encoder (input -> q(z | x)) and decoder (z -> logits) and ad
   the energy as strong as the Gaussian terms.) Sampling runs the conditional chains from T down to 0.
   The backbone keeps the VAE's Gaussian KL.
 
+With ``standardize`` the energy and the diffusion work on u = (z - shift) / scale per latent dimension
+(``LatentStandardizer``: shift and scale are the running mean and std of the training posterior samples,
+non-trainable weights saved with the model), so the Gaussian terms of the LSD-EBM (z_T ~ N(0, I), the base
+of each conditional) match the data's first two moments. Prior samples and reconstructions are returned in
+z (the decoder's space). On the vertebra VAE this did not stop the LSD-EBM's prior chain from drifting
+outwards (README, LSD-EBM section): the drift comes from the learnt energy, not from the latent's scale.
+
 ``posterior_refine`` turns either prior into a reconstruction: Langevin on the latent's prior energy plus a
 data-consistency term, |A(sigmoid(decode(z, x))) - y_obs|^2 over the observed thick slices, started from the
 encoder's mean. Every Langevin chain is one compiled loop (``LangevinSampler``).
@@ -71,17 +78,62 @@ class LatentEnergy(layers.Layer):
         return {**super().get_config(), "hidden": self.hidden, "depth": self.depth, "segments": self.segments}
 
 
+@keras.saving.register_keras_serializable(PKG)
+class LatentStandardizer(layers.Layer):
+    """u = (z - shift) / scale per dimension. shift and scale come from bias-corrected exponential moving
+    averages of E[z] and E[z^2] over the batches passed to ``update`` (non-trainable weights; before the first
+    update the map is the identity)."""
+
+    def __init__(self, momentum: float = 0.99, **kwargs):
+        super().__init__(**kwargs)
+        self.momentum = momentum
+
+    def build(self, input_shape):
+        dim = input_shape[-1]
+        self.first = self.add_weight(shape=(dim,), initializer="zeros", trainable=False, name="first_moment")
+        self.second = self.add_weight(shape=(dim,), initializer="zeros", trainable=False, name="second_moment")
+        self.count = self.add_weight(shape=(), initializer="zeros", trainable=False, name="count")
+        super().build(input_shape)
+
+    def stats(self):
+        """(shift, scale), each (dim,)."""
+        done = 1.0 - self.momentum ** ops.cast(self.count, "float32")
+        seen = ops.cast(self.count > 0, "float32")
+        shift = seen * self.first / ops.maximum(done, 1e-12)
+        second = seen * self.second / ops.maximum(done, 1e-12) + (1 - seen)
+        return shift, ops.sqrt(ops.maximum(second - shift ** 2, 1e-4))
+
+    def update(self, z):
+        m = self.momentum
+        self.first.assign(m * self.first + (1 - m) * ops.mean(z, axis=0))
+        self.second.assign(m * self.second + (1 - m) * ops.mean(z ** 2, axis=0))
+        self.count.assign(self.count + 1)
+
+    def call(self, z):
+        shift, scale = self.stats()
+        return (z - shift) / scale
+
+    def inverse(self, u):
+        shift, scale = self.stats()
+        return u * scale + shift
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum}
+
+
 class _LatentPriorVAE(ShapeVAE):
     """Shared parts: the energy, and a train_step that updates backbone and energy from their own losses."""
 
     segments = 0
 
     def __init__(self, *args, energy_hidden: int = 200, langevin_steps: int = 30, langevin_step_size: float = 0.1,
-                 train_backbone: bool = True, **kwargs):
+                 train_backbone: bool = True, standardize: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.hp.update(dict(energy_hidden=energy_hidden, langevin_steps=langevin_steps,
-                            langevin_step_size=langevin_step_size, train_backbone=train_backbone))
+                            langevin_step_size=langevin_step_size, train_backbone=train_backbone,
+                            standardize=standardize))
         self.energy = LatentEnergy(energy_hidden, segments=self.segments, name="energy")
+        self.standardizer = LatentStandardizer(name="standardizer") if standardize else None
         for k in ("ebm_loss", "e_pos", "e_neg"):
             self.trackers[k] = keras.metrics.Mean(name=k)
         self.train_chain = LangevinSampler(self.chain_energy, langevin_steps, langevin_step_size)
@@ -89,13 +141,31 @@ class _LatentPriorVAE(ShapeVAE):
     def build(self, input_shape):
         super().build(input_shape)
         self.energy.build((None, self.hp["latent_dim"]))
+        if self.standardizer is not None:
+            self.standardizer.build((None, self.hp["latent_dim"]))
         if not self.hp["train_backbone"]:  # after build: sublayers made in build() must be frozen too
             for layer in self.layers:
                 layer.trainable = layer is self.energy
 
+    def prior_layers(self):
+        return [self.energy] + ([self.standardizer] if self.standardizer is not None else [])
+
     def backbone_weights(self):
         """Encoder and decoder weights, in the order of a ShapeVAE's ``layers`` of the same configuration."""
-        return [w for layer in self.layers if layer is not self.energy for w in layer.weights]
+        prior = self.prior_layers()
+        return [w for layer in self.layers if all(layer is not p for p in prior) for w in layer.weights]
+
+    def prior_weights(self):
+        """The energy's weights, then the standardiser's (what a fixed-backbone model adds to its VAE)."""
+        return [w for layer in self.prior_layers() for w in layer.weights]
+
+    def to_unit(self, z):
+        """z (the decoder's latent) -> u, the space of the energy and the diffusion (identity without
+        ``standardize``)."""
+        return z if self.standardizer is None else self.standardizer(z)
+
+    def from_unit(self, u):
+        return u if self.standardizer is None else self.standardizer.inverse(u)
 
     def _seed(self):
         return tf.cast(self.seed_generator.next()[0], tf.int32)
@@ -107,7 +177,9 @@ class _LatentPriorVAE(ShapeVAE):
         x = keras.utils.unpack_x_y_sample_weight(data)[0]
         mean, logvar = self.encode(x, training=False)
         z_post = tf.stop_gradient(mean + ops.exp(0.5 * logvar) * self._noise(mean, 1))
-        z_pos, z_neg, t = self.contrastive_pairs(z_post)
+        if self.standardizer is not None:
+            self.standardizer.update(z_post)
+        z_pos, z_neg, t = self.contrastive_pairs(self.to_unit(z_post))
         train_backbone = self.hp["train_backbone"]
         with tf.GradientTape(persistent=True) as tape:
             if train_backbone:
@@ -132,8 +204,10 @@ class _LatentPriorVAE(ShapeVAE):
         return 1.0
 
     def data_energy(self, observe, weight: float):
-        """(z, y_obs, x) -> weight * sum |observe(sigmoid(decode(z, x))) - y_obs|^2 over the observed voxels."""
-        def energy(z, y_obs, x):
+        """(u, y_obs, x) -> weight * sum |observe(sigmoid(decode(from_unit(u), x))) - y_obs|^2 over the observed
+        voxels."""
+        def energy(u, y_obs, x):
+            z = self.from_unit(u)
             residual = observe(ops.sigmoid(self.decode(z, x))) - y_obs
             return weight * ops.sum(ops.reshape(residual ** 2, (ops.shape(z)[0], -1)), axis=-1)
         return energy
@@ -148,25 +222,26 @@ class ShapeLEBM(_LatentPriorVAE):
         return self.prior_energy(z)
 
     def prior_extra(self, z):
-        return self.energy(z)
+        return self.energy(self.to_unit(z))
 
     def contrastive_pairs(self, z_post):
         z_neg = self.train_chain(self._noise(z_post, 2), None, self._seed())["x"]
         return z_post, tf.stop_gradient(z_neg), None
 
     def sample_latents(self, n: int, seed: int = 0, capture: bool = False):
-        """Prior samples by short-run Langevin from N(0, I), and the chain (steps, n, dim) if ``capture``."""
+        """Prior samples (in z) by short-run Langevin from N(0, I), and the chain (steps, n, dim) if ``capture``."""
         chain = LangevinSampler(self.chain_energy, self.hp["langevin_steps"], self.hp["langevin_step_size"],
                                 capture=capture)
         out = chain(tf.random.stateless_normal((n, self.hp["latent_dim"]), [seed, 7]), None, seed)
-        return out["x"], out.get("trajectory")
+        path = out.get("trajectory")
+        return self.from_unit(out["x"]), (None if path is None else self.from_unit(path))
 
     def posterior_refine(self, x, y_obs, observe, steps: int, step_size: float, weight: float,
                          noise: float = 1.0, seed: int = 0):
-        """Langevin on prior energy + data consistency, from the encoder's mean."""
+        """Langevin on prior energy + data consistency, from the encoder's mean; the latent z."""
         fit = self.data_energy(observe, weight)
-        chain = LangevinSampler(lambda z, c: self.prior_energy(z) + fit(z, *c), steps, step_size, noise)
-        return chain(self.encode(x)[0], (y_obs, x), seed)["x"]
+        chain = LangevinSampler(lambda u, c: self.prior_energy(u) + fit(u, *c), steps, step_size, noise)
+        return self.from_unit(chain(self.to_unit(self.encode(x)[0]), (y_obs, x), seed)["x"])
 
 
 @keras.saving.register_keras_serializable(PKG)
@@ -222,7 +297,7 @@ class ShapeLSDEBM(_LatentPriorVAE):
     def sample_latents(self, n: int, seed: int = 0, capture: bool = False):
         z_T = tf.random.stateless_normal((n, self.hp["latent_dim"]), [seed, 7])
         z, path = self.reverse(self.train_chain, z_T, self.segments, seed)
-        return z, (path if capture else None)
+        return self.from_unit(z), (self.from_unit(path) if capture else None)
 
     def posterior_refine(self, x, y_obs, observe, steps: int, step_size: float, weight: float,
                          noise: float = 1.0, seed: int = 0, start: int | None = None):
@@ -236,7 +311,8 @@ class ShapeLSDEBM(_LatentPriorVAE):
             return self.chain_energy(y, cond) + fit(y / ops.sqrt(1 - beta)[:, None], cond[2], cond[3])
 
         chain = LangevinSampler(energy, steps, step_size, noise)
-        mean = self.encode(x)[0]
+        mean = self.to_unit(self.encode(x)[0])
         ab = float(self.alpha_bar[start])
         z = ab ** 0.5 * mean + (1 - ab) ** 0.5 * tf.random.stateless_normal(tf.shape(mean), [seed, 11])
-        return self.reverse(chain, z, start, seed, (tf.cast(y_obs, tf.float32), tf.cast(x, tf.float32)))[0]
+        u = self.reverse(chain, z, start, seed, (tf.cast(y_obs, tf.float32), tf.cast(x, tf.float32)))[0]
+        return self.from_unit(u)

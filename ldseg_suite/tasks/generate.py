@@ -61,7 +61,8 @@ def build_model(cfg):
         m, p = cfg.Model, cfg.Prior
         args = (size, m.LatentDim, m.BaseChannels, m.Levels, m.Beta)
         kw = dict(energy_hidden=p.EnergyHidden, langevin_steps=p.LangevinSteps, langevin_step_size=p.LangevinStepSize,
-                  seed=cfg.Run.Seed, dice_weight=0.0)
+                  seed=cfg.Run.Seed, dice_weight=0.0,
+                  standardize=p.Standardize)
         model = ShapeLEBM(*args, **kw) if method == "lebm_2d" else ShapeLSDEBM(*args, segments=cfg.Diffusion.Segments,
                                                                                **kw)
     model.build((None, *size, 1))

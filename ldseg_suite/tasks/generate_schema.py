@@ -29,6 +29,9 @@ class Prior:
     EnergyHidden: int = field(200, min=8, help="width of the latent energy MLP")
     LangevinSteps: int = field(30, min=1, help="short-run Langevin steps (LSD-EBM: per segment)")
     LangevinStepSize: float = field(0.1, min=0.0, help="Langevin step size (LSD-EBM: times sqrt(beta_t))")
+    Standardize: bool = field(False, help="the energy (and LSD-EBM's diffusion) work on the latent standardised "
+                                          "per dimension by the running mean / std of the training posterior "
+                                          "samples")
 
 
 @dataclass(frozen=True)

@@ -3,15 +3,18 @@ number of diffusion segments T, and the latents of LEBM and LSD-EBM side by side
 from __future__ import annotations
 
 import dataclasses
+import math
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ldseg_suite import config, sections, training
+from ldseg_suite import config, sections
+from ldseg_suite.data.shapes import make_vertebrae
 from ldseg_suite.errors import LDSegError
 from ldseg_suite.tasks import shapes
-from ldseg_suite.tasks.common import atomic_csv, load_trained_weights
+from ldseg_suite.tasks.common import atomic_csv
 from ldseg_suite.tasks.shapes import METRICS, build_model, masks_and_inputs, reconstruct, score, summary_table
 from ldseg_suite.viz.plots import plt, save_figure
 
@@ -32,21 +35,79 @@ def other_model(cfg, key: str):
         raise LDSegError(f"[Compare] {key} = {path}: [Output] Weights is empty (the comparison uses "
                          f"trained weights)")
     model = build_model(other)
-    training.load_weights(model, Path(other.Output.Weights), f"{path}: [Output] Weights")
+    shapes.load_model_weights(model, other, Path(other.Output.Weights), f"{path}: [Output] Weights")
     return other, model
 
 
 def own_model(cfg, run_dir: Path):
     model = build_model(cfg)
-    load_trained_weights(model, cfg, run_dir)
+    shapes.load_trained(model, cfg, run_dir)
     return model
 
 
+GENERATOR_SEED = {"test": 1, "val": 2}  # data/vertebra is make_vertebrae(40, 64, seed=0)
+
+
+def scored_shapes(cfg, data):
+    """(description, case names, targets, observed thick slices, network inputs) of ``[Compare] Split`` plus
+    ``[Compare] ExtraShapes`` fresh generator shapes (seed 1 for test, 2 for val; never trained on)."""
+    split, n_extra = cfg.Compare.Split, cfg.Compare.ExtraShapes
+    part = shapes.test_split(cfg, data) if split == "test" else data["val"]
+    if not part.cases and not n_extra:
+        raise LDSegError(f"[Compare] Split = {split}: the {split} split is empty")
+    names, arrays = list(part.names), masks_and_inputs(cfg, part)
+    what = f"{len(names)} of the {split} split of {cfg.Data.Root}"
+    if n_extra:
+        seed = GENERATOR_SEED[split]
+        extra = shapes.thick_inputs(cfg, np.stack(make_vertebrae(n_extra, cfg.Data.Size[0], seed=seed)))
+        names += [f"generated_s{seed}_{k:03d}" for k in range(n_extra)]
+        arrays = tuple(np.concatenate([a, b]) for a, b in zip(arrays, extra))
+        what += f" + {n_extra} fresh shapes of make_vertebrae(seed={seed})"
+    return (what, names, *arrays)
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact sign test (ties dropped): P(a split at least this uneven | no difference)."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(wins, losses) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+PAIRS = (("LSD-EBM", "upsampling"), ("LSD-EBM", "VAE"), ("LSD-EBM", "LEBM"), ("LEBM", "upsampling"),
+         ("LEBM", "VAE"), ("VAE", "upsampling"))
+
+
+def paired_wins(table: pd.DataFrame, metric: str = "dice", pairs=PAIRS) -> pd.DataFrame:
+    """Per pair (method, baseline): shapes where the method's ``metric`` is higher / lower / equal (to 1e-6),
+    mean and std of the per-shape difference, and the sign test's p."""
+    by = table.pivot(index="case", columns="method", values=metric)
+    rows = []
+    for method, base in pairs:
+        if method not in by or base not in by:
+            continue
+        diff = (by[method] - by[base]).round(6)
+        wins, losses = int((diff > 0).sum()), int((diff < 0).sum())
+        rows.append({"method": method, "baseline": base, "metric": metric, "shapes": len(diff), "wins": wins,
+                     "losses": losses, "ties": len(diff) - wins - losses, "mean_diff": float(diff.mean()),
+                     "std_diff": float(diff.std(ddof=0)), "sign_test_p": sign_test(wins, losses)})
+    return pd.DataFrame(rows)
+
+
+def wins_table(wins: pd.DataFrame) -> str:
+    lines = ["| method | vs | wins | losses | ties | mean diff +- std | sign test p |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r.method} | {r.baseline} | {r.wins} | {r.losses} | {r.ties} | {r.mean_diff:+.4f} +- "
+              f"{r.std_diff:.4f} | {r.sign_test_p:.3g} |" for r in wins.itertuples()]
+    return "\n".join(lines)
+
+
 def compare(cfg, data, run_dir: Path) -> None:
-    """The method x metric table on the held-out shapes (compare.csv per case, compare.md mean +- std)."""
-    test = shapes.test_split(cfg, data)
-    target, observed, thick = masks_and_inputs(cfg, test)
-    rows, probs = [], {}
+    """The method x metric table on the held-out (or, with ``[Compare] Split = val``, validation) shapes:
+    compare.csv per case, compare.md mean +- std and paired per-shape Dice wins (wins.csv)."""
+    what, names, target, observed, thick = scored_shapes(cfg, data)
+    print(f"scoring {len(names)} shapes: {what}", flush=True)
+    rows, probs, seconds = [], {}, {}
     for key in ("VAE", "LEBM", None):
         if key is None:
             label, method_cfg, model = "LSD-EBM", cfg, own_model(cfg, run_dir)
@@ -54,18 +115,27 @@ def compare(cfg, data, run_dir: Path) -> None:
             label = key
             method_cfg, model = other_model(cfg, key)
         print(f"{label}:", flush=True)
+        start = time.time()
         probs[label] = reconstruct(model, method_cfg, thick, observed)
-        rows += score(label, test.names, probs[label] > 0.5, target)
-    rows += score("upsampling", test.names, shapes.upsampling_baseline(thick[..., 0]), target)
+        seconds[label] = time.time() - start
+        rows += score(label, names, probs[label] > 0.5, target)
+    rows += score("upsampling", names, shapes.upsampling_baseline(thick[..., 0]), target)
     table = pd.DataFrame(rows)
     atomic_csv(table, run_dir / "compare.csv")
+    wins = paired_wins(table)
+    atomic_csv(wins, run_dir / "wins.csv")
     summary = summary_table(table)
-    (run_dir / "compare.md").write_text(f"Held-out shapes: {len(test.cases)} (mean +- std over cases)\n\n"
-                                        f"{summary}\n")
+    timing = ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
+    (run_dir / "compare.md").write_text(
+        f"Shapes scored: {len(names)} ({what}); mean +- std over shapes\n\n{summary}\n\n"
+        f"Paired per-shape Dice (wins = shapes where the method's Dice is higher; sign test two-sided, ties "
+        f"dropped):\n\n{wins_table(wins)}\n\nReconstruction time: {timing}\n")
     print(summary)
-    for k in range(min(cfg.Output.Gifs, len(test.cases))):
-        gif = shapes.reconstruction_gif(run_dir / "gifs" / f"compare_{test.names[k]}.gif", thick[k, ..., 0],
-                                 {m: p[k] for m, p in probs.items()}, target[k])
+    print(wins_table(wins))
+    print(f"reconstruction time: {timing}", flush=True)
+    for k in range(min(cfg.Output.Gifs, len(names))):
+        gif = shapes.reconstruction_gif(run_dir / "gifs" / f"compare_{names[k]}.gif", thick[k, ..., 0],
+                                        {m: p[k] for m, p in probs.items()}, target[k])
         print(f"gif: {gif}", flush=True)
 
 
@@ -135,13 +205,23 @@ def compare_latent(cfg, data, run_dir: Path) -> None:
         ax.scatter(p[:, 0], p[:, 1], s=14, marker="x", label=f"posterior means ({len(p)} training shapes)")
         ax.set_title(f"{label}: PCA of the latent (axes of the posterior means)", fontsize=9)
         ax.legend(fontsize=7)
-        norm, spread = chain_stats(np.asarray(path))
+        # In the prior's own space (u = the standardised latent with [Prior] Standardize, else z), against the
+        # training posterior means in the same space: a chain that ends where the data are ends at their line.
+        norm, spread = chain_stats(np.asarray(model.to_unit(path)))
+        post_norm, post_spread = (float(v[0]) for v in chain_stats(np.asarray(model.to_unit(posterior))[None]))
         progress = np.linspace(0, 1, len(norm))
-        stats_axes[0].plot(progress, norm, label=label)
-        stats_axes[1].plot(progress, spread, label=label)
+        line = stats_axes[0].plot(progress, norm, label=label)[0]
+        stats_axes[0].axhline(post_norm, color=line.get_color(), ls="--", lw=0.8, label=f"{label} posterior means")
+        line = stats_axes[1].plot(progress, spread, label=label)[0]
+        stats_axes[1].axhline(post_spread, color=line.get_color(), ls="--", lw=0.8)
         rows += [{"model": label, "step": k, "progress": float(progress[k]), "norm_per_dim": float(norm[k]),
-                  "std_per_dim": float(spread[k])} for k in range(len(norm))]
-    for ax, title in zip(stats_axes, ("mean |z| / sqrt(dim)", "mean per-dimension std over samples")):
+                  "std_per_dim": float(spread[k]), "posterior_norm_per_dim": post_norm,
+                  "posterior_std_per_dim": post_spread} for k in range(len(norm))]
+        print(f"{label}: chain |u| / sqrt(dim) {norm[0]:.2f} -> {norm[-1]:.2f} (posterior means {post_norm:.2f}); "
+              f"per-dimension std {spread[0]:.2f} -> {spread[-1]:.2f} (posterior means {post_spread:.2f})",
+              flush=True)
+    for ax, title in zip(stats_axes, ("mean |u| / sqrt(dim) (u: the prior's latent space)",
+                                      "mean per-dimension std over samples")):
         ax.set_xlabel("chain progress (0 = start, 1 = end)")
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)

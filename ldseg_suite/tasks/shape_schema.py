@@ -30,7 +30,10 @@ class Prior:
     LangevinStepSize: float = field(0.1, min=0.0, help="Langevin step size (LSD-EBM: times sqrt(beta_t))")
     Backbone: str = field("", help="VAE weights to start encoder/decoder from ('' = train them jointly)")
     TrainBackbone: bool = field(True, help="false: keep the Backbone's encoder/decoder fixed, train the "
-                                           "energy only")
+                                           "energy only (the exported weights then hold the energy only)")
+    Standardize: bool = field(False, help="the energy (and LSD-EBM's diffusion) work on the latent standardised "
+                                          "per dimension by the running mean / std of the training posterior "
+                                          "samples (false: on the raw latent, as the weights shipped before)")
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,11 @@ class Compare:
     LEBM: str = field("cfg/vertebra_lebm.ini", help="config (with [Output] Weights) of the LEBM row")
     Segments: tuple[int, ...] = field((2, 15, 20), min=1, help="T values of --mode compare_steps")
     Samples: int = field(200, min=2, help="prior samples per model in --mode compare_latent")
+    Split: str = field("test", choices=("test", "val"), help="split scored by --mode compare (val: for tuning "
+                                                              "[Reconstruct]; never tune on test)")
+    ExtraShapes: int = field(0, min=0, help="--mode compare also scores this many fresh shapes of the vertebra "
+                                            "generator (ldseg_suite.data.shapes.make_vertebrae, seed 1 for "
+                                            "test, seed 2 for val; data/vertebra is seed 0), never trained on")
 
 
 MODES = {"vae": ("train", "infer"), "lebm": ("train", "infer"),
@@ -73,6 +81,10 @@ def _validate(cfg):
         if n % 2 ** cfg.Model.Levels:
             raise LDSegError(f"[Data] Size = {', '.join(map(str, cfg.Data.Size))}: every size must be divisible "
                              f"by 2^[Model] Levels = {2 ** cfg.Model.Levels}")
+    compare = getattr(cfg, "Compare", None)
+    if compare is not None and compare.ExtraShapes and len(set(cfg.Data.Size)) != 1:
+        raise LDSegError(f"[Compare] ExtraShapes = {compare.ExtraShapes}: the vertebra generator makes cubes, but "
+                         f"[Data] Size = {', '.join(map(str, cfg.Data.Size))}")
     prior = getattr(cfg, "Prior", None)
     if prior is not None and not prior.TrainBackbone and not prior.Backbone:
         raise LDSegError("[Prior] TrainBackbone = false needs [Prior] Backbone (the VAE weights to keep fixed)")

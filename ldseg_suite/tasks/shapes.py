@@ -21,7 +21,7 @@ from ldseg_suite.errors import LDSegError
 from ldseg_suite.inverse.slices import SliceAverage
 from ldseg_suite.models.latent_ebm import ShapeLEBM, ShapeLSDEBM  # imported here: resuming needs them registered
 from ldseg_suite.models.vae import ShapeVAE
-from ldseg_suite.tasks.common import atomic_csv, load_trained_weights, start_run
+from ldseg_suite.tasks.common import atomic_csv, start_run
 from ldseg_suite.viz import gifs
 
 OUTPUTS = {"train": [], "infer": ["predictions", "metrics.csv", "summary.md"], "compare": ["compare.csv"],
@@ -40,14 +40,14 @@ def build_model(cfg):
         p = cfg.Prior
         prior = dict(energy_hidden=p.EnergyHidden, langevin_steps=p.LangevinSteps,
                      langevin_step_size=p.LangevinStepSize, train_backbone=p.TrainBackbone, seed=cfg.Run.Seed,
-                     input_skip=m.InputSkip)
+                     input_skip=m.InputSkip, standardize=p.Standardize)
         model = (ShapeLEBM(*args, **prior) if cfg.Run.Method == "lebm"
                  else ShapeLSDEBM(*args, segments=cfg.Diffusion.Segments, **prior))
     model.build((None, *cfg.Data.Size, 1))
     return model
 
 
-def init_backbone(model, cfg) -> None:
+def init_backbone(model, cfg, quiet: bool = False) -> None:
     """Copy encoder and decoder weights from the VAE weights file ``[Prior] Backbone``."""
     m = cfg.Model
     vae = ShapeVAE(cfg.Data.Size, m.LatentDim, m.BaseChannels, m.Levels, m.Beta, input_skip=m.InputSkip)
@@ -55,14 +55,102 @@ def init_backbone(model, cfg) -> None:
     training.load_weights(vae, Path(cfg.Prior.Backbone), "[Prior] Backbone")
     for dst, src in zip(model.backbone_weights(), [w for layer in vae.layers for w in layer.weights], strict=True):
         dst.assign(src)
-    print(f"backbone: {cfg.Prior.Backbone} ({'trained further' if cfg.Prior.TrainBackbone else 'fixed'})",
-          flush=True)
+    if not quiet:
+        print(f"backbone: {cfg.Prior.Backbone} ({'trained further' if cfg.Prior.TrainBackbone else 'fixed'})",
+              flush=True)
+
+
+# A fixed-backbone LEBM / LSD-EBM exports only what it adds to its VAE (the energy and the latent
+# standardiser): the backbone is [Prior] Backbone, identified in the file by its SHA-256.
+PRIOR_ONLY = "ldseg-latent-prior-only-v1"
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def export_prior_only(model, cfg, path: Path) -> Path:
+    """Write the prior's weights (``model.prior_weights()``, in order) and the backbone's identity to ``path``
+    (HDF5, gzip), atomically; ``load_model_weights`` reads it back on top of ``[Prior] Backbone``."""
+    import h5py
+
+    path = Path(path)
+    tmp = path.with_name(f".tmp_{path.name}")
+    with h5py.File(tmp, "w") as f:
+        f.attrs.update(format=PRIOR_ONLY, backbone=str(cfg.Prior.Backbone),
+                       backbone_sha256=_sha256(cfg.Prior.Backbone), method=cfg.Run.Method)
+        for k, w in enumerate(model.prior_weights()):
+            value = np.asarray(w.numpy())
+            f.create_dataset(f"prior/{k:03d}", data=value,
+                             **(dict(compression="gzip", compression_opts=9, shuffle=True) if value.size > 64 else {}))
+            f[f"prior/{k:03d}"].attrs["path"] = w.path
+    tmp.replace(path)
+    return path
+
+
+def _prior_only_attrs(path: Path):
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return dict(f.attrs) if f.attrs.get("format") == PRIOR_ONLY else None
+    except OSError:
+        return None
+
+
+def load_model_weights(model, cfg, path: Path, what: str) -> None:
+    """``training.load_weights``, or for a prior-only file: ``[Prior] Backbone``, then the prior's weights."""
+    import h5py
+
+    path = Path(path)
+    attrs = _prior_only_attrs(path) if path.is_file() else None
+    if attrs is None:
+        training.load_weights(model, path, what)
+        return
+    if cfg.Run.Method == "vae" or not cfg.Prior.Backbone:
+        raise LDSegError(f"{what} = {path}: holds only a latent prior (trained on the backbone "
+                         f"{attrs['backbone']}); this config has no [Prior] Backbone to put it on")
+    backbone = Path(cfg.Prior.Backbone)
+    if backbone.is_file() and _sha256(backbone) != attrs["backbone_sha256"]:
+        raise LDSegError(f"{what} = {path}: its energy was trained on another backbone than [Prior] Backbone = "
+                         f"{backbone} (SHA-256 differs from the one recorded, {attrs['backbone_sha256'][:12]}...); "
+                         f"retrain it with --mode train")
+    init_backbone(model, cfg, quiet=True)
+    weights = model.prior_weights()
+    with h5py.File(path, "r") as f:
+        stored = [f["prior"][k][()] for k in sorted(f["prior"])] if "prior" in f else []
+    if len(stored) != len(weights) or any(tuple(a.shape) != tuple(w.shape) for a, w in zip(stored, weights)):
+        raise LDSegError(f"{what} = {path}: weights do not match this config's [Model] / [Prior] "
+                         f"({len(stored)} arrays stored, {len(weights)} expected)")
+    for w, a in zip(weights, stored):
+        w.assign(a)
+
+
+def load_trained(model, cfg, run_dir: Path) -> None:
+    """The run's own trained weights if present, else ``[Output] Weights`` (``common.load_trained_weights`` with
+    prior-only files understood)."""
+    own = run_dir / training.FINAL_WEIGHTS
+    if own.is_file():
+        load_model_weights(model, cfg, own, f"{run_dir} weights")
+        print(f"weights: {own}", flush=True)
+    elif cfg.Output.Weights:
+        load_model_weights(model, cfg, Path(cfg.Output.Weights), "[Output] Weights")
+        print(f"weights: {cfg.Output.Weights}", flush=True)
+    else:
+        raise LDSegError(f"[Output] Weights is empty and {own} does not exist: train first with --mode train")
 
 
 def masks_and_inputs(cfg, part):
     """Full-resolution binary targets (N, *Size), the observed thick slices (N, H, W, D / Factor, 1) and the
     network input (N, *Size, 1): the thick slices resampled back to full depth by linear interpolation."""
-    target = (part.images[..., 0] > 0.5).astype(np.float32)
+    return thick_inputs(cfg, (part.images[..., 0] > 0.5).astype(np.float32))
+
+
+def thick_inputs(cfg, target: np.ndarray):
+    """``masks_and_inputs`` for binary targets (N, *Size)."""
+    target = np.asarray(target, np.float32)
     factor = cfg.ThickSlice.Factor
     observed = target[..., ::factor].copy()
     if len(target):
@@ -112,10 +200,12 @@ def train(cfg, data, run_dir: Path) -> None:
         return model
 
     start = time.time()
-    training.fit(build, ds, steps, t.Epochs, run_dir, t, val, val_steps,
-                 strategy=distribute.strategy_for(cfg.Distribute.Strategy))
-    print(f"trained to epoch {t.Epochs} in {time.time() - start:.0f} s; weights: "
-          f"{run_dir / training.FINAL_WEIGHTS}", flush=True)
+    model = training.fit(build, ds, steps, t.Epochs, run_dir, t, val, val_steps,
+                         strategy=distribute.strategy_for(cfg.Distribute.Strategy))
+    final = run_dir / training.FINAL_WEIGHTS
+    if cfg.Run.Method != "vae" and not cfg.Prior.TrainBackbone:
+        export_prior_only(model, cfg, final)  # replaces the full export: the backbone is [Prior] Backbone
+    print(f"trained to epoch {t.Epochs} in {time.time() - start:.0f} s; weights: {final}", flush=True)
 
 
 def reconstruct(model, cfg, thick: np.ndarray, observed: np.ndarray) -> np.ndarray:
@@ -155,7 +245,7 @@ def test_split(cfg, data):
 def infer(cfg, data, run_dir: Path) -> None:
     test = test_split(cfg, data)
     model = build_model(cfg)
-    load_trained_weights(model, cfg, run_dir)
+    load_trained(model, cfg, run_dir)
     target, observed, thick = masks_and_inputs(cfg, test)
     probs = reconstruct(model, cfg, thick, observed)
     recon = probs > 0.5
