@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
+from skimage.segmentation import watershed
 
 from ldseg_suite.data.synthetic import _smooth_noise
 
@@ -207,8 +208,11 @@ def segment_by_intensity(image, blood: float = 0.7, dark: float = 0.45, spacing=
                          max_wall_mm: float = 14.0) -> np.ndarray:
     """Classical labels of a phantom SAX volume (I, J, K) (or (I, J, K, T), frame by frame).
 
-    1. Blood pools: 3D connected components of ``image > blood``; the two largest are the ventricles. The LV is
-       the one whose in-plane rim is darkest (it is ringed by myocardium; the RV borders fat except at the septum).
+    1. Blood pools: ``image > blood``, split into the two ventricles by a watershed on the distance to the pool's
+       edge, seeded by the two largest 3D components of the pool eroded by one pixel in-plane (so a one- or
+       two-pixel bridge through a septum blurred by interpolation does not merge LV and RV; blood reached by
+       neither seed keeps its own components). The LV is the pool whose in-plane rim is darkest (it is ringed
+       by myocardium; the RV borders fat except at the septum).
     2. Myocardium, slice by slice: the dark (``< dark``) 2D components that touch the LV pool, kept within
        ``max_wall_mm`` of it (the fat layer, 0.55-0.6, closes them off). A slice without LV blood next to one with it
        (the apical cap) takes the dark component over that neighbour's pool if it stays within the same distance.
@@ -217,14 +221,14 @@ def segment_by_intensity(image, blood: float = 0.7, dark: float = 0.45, spacing=
     if image.ndim == 4:
         return np.stack([segment_by_intensity(image[..., t], blood, dark, spacing, max_wall_mm)
                          for t in range(image.shape[-1])], -1)
-    comp, n = ndimage.label(image > blood)
+    ring2d = np.zeros((3, 3, 3), bool)
+    ring2d[:, :, 1] = ndimage.generate_binary_structure(2, 1)
+    comp, n = _blood_pools(image > blood, ring2d, spacing)
     sizes = ndimage.sum(np.ones_like(image), comp, np.arange(1, n + 1))
     pools = [comp == i + 1 for i in np.argsort(sizes)[::-1][:2] if sizes[i] >= 20]
     out = np.zeros(image.shape, np.uint8)
     if not pools:
         return out
-    ring2d = np.zeros((3, 3, 3), bool)
-    ring2d[:, :, 1] = ndimage.generate_binary_structure(2, 1)
 
     def rim_darkness(m):
         rim = ndimage.binary_dilation(m, ring2d, iterations=2) & ~m
@@ -253,3 +257,18 @@ def segment_by_intensity(image, blood: float = 0.7, dark: float = 0.45, spacing=
         myo |= ndimage.binary_fill_holes(myo | seed) & (out[..., k] == 0)  # noisy pixels inside the wall
         out[..., k][myo] = 2
     return out
+
+
+def _blood_pools(blood: np.ndarray, ring2d: np.ndarray, spacing) -> tuple[np.ndarray, int]:
+    """Label the blood mask: the two largest in-plane-eroded cores seed a watershed on the edge distance."""
+    core, n = ndimage.label(ndimage.binary_erosion(blood, ring2d))
+    if n == 0:
+        return ndimage.label(blood)
+    sizes = ndimage.sum(core > 0, core, np.arange(1, n + 1))
+    markers = np.zeros(blood.shape, np.int32)
+    for rank, i in enumerate(np.argsort(sizes)[::-1][:2]):
+        markers[core == i + 1] = rank + 1
+    pools = watershed(-ndimage.distance_transform_edt(blood, sampling=spacing), markers, mask=blood)
+    rest, _ = ndimage.label(blood & (pools == 0))
+    pools[rest > 0] = rest[rest > 0] + 2
+    return pools, int(pools.max())
