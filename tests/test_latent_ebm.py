@@ -107,7 +107,10 @@ def test_standardized_prior_updates_its_statistics_and_returns_decoder_latents(c
 def test_posterior_refinement_lowers_the_data_residual(cls, standardize):
     """Noise-free posterior Langevin with a strong data term fits the observed thick slices better than the
     encoder's mean does."""
-    kw = {"segments": 4} if cls is ShapeLSDEBM else {}
+    # 20 segments as shipped: the start at segment 1 keeps 89 % of the encoder's mean (with 4 segments only 56 %,
+    # and 20 small steps of a tiny untrained prior did not always undo the injected noise)
+    kw = {"segments": 20} if cls is ShapeLSDEBM else {}
+    keras.utils.set_random_seed(0)  # unseeded initialisers otherwise depend on the tests run before
     model = tiny(cls, langevin_steps=2, standardize=standardize, **kw)
     if standardize:
         model.train_on_batch(*batch())  # the standardiser's statistics: no longer the identity
@@ -121,7 +124,7 @@ def test_posterior_refinement_lowers_the_data_residual(cls, standardize):
     z0 = model.encode(x)[0]
     extra = {"start": 1} if cls is ShapeLSDEBM else {}
     z = model.posterior_refine(x, y, op.forward, steps=20, step_size=0.05, weight=10.0, noise=0.0, **extra)
-    assert residual(z) < residual(z0)
+    assert residual(z) < residual(z0), (residual(z), residual(z0))
 
 
 def test_pixel_ebm_train_step_fills_its_replay_buffer():
