@@ -56,16 +56,18 @@ def start_run(cfg, mode: str, out: Path, overwrite: bool, outputs: dict):
     return run_dir, data
 
 
-def load_trained_weights(model, cfg, run_dir: Path) -> None:
-    """Load the run's own trained weights if present, else ``[Output] Weights``."""
+def load_trained_weights(model, cfg, run_dir: Path, load=None) -> None:
+    """Load the run's own trained weights if present, else ``[Output] Weights``; ``load(model, path, what)``
+    reads a file (default ``training.load_weights``)."""
     from ldseg_suite import training
 
+    load = load or training.load_weights
     own = run_dir / training.FINAL_WEIGHTS
     if own.is_file():
-        training.load_weights(model, own, f"{run_dir} weights")
+        load(model, own, f"{run_dir} weights")
         print(f"weights: {own}", flush=True)
     elif cfg.Output.Weights:
-        training.load_weights(model, Path(cfg.Output.Weights), "[Output] Weights")
+        load(model, Path(cfg.Output.Weights), "[Output] Weights")
         print(f"weights: {cfg.Output.Weights}", flush=True)
     else:
         raise LDSegError(f"[Output] Weights is empty and {own} does not exist: train first with --mode train")

@@ -21,7 +21,7 @@ from ldseg_suite.errors import LDSegError
 from ldseg_suite.inverse.slices import SliceAverage
 from ldseg_suite.models.latent_ebm import ShapeLEBM, ShapeLSDEBM  # imported here: resuming needs them registered
 from ldseg_suite.models.vae import ShapeVAE
-from ldseg_suite.tasks.common import atomic_csv, start_run
+from ldseg_suite.tasks.common import atomic_csv, load_trained_weights, start_run
 from ldseg_suite.viz import gifs
 
 OUTPUTS = {"train": [], "infer": ["predictions", "metrics.csv", "summary.md"], "compare": ["compare.csv"],
@@ -129,17 +129,8 @@ def load_model_weights(model, cfg, path: Path, what: str) -> None:
 
 
 def load_trained(model, cfg, run_dir: Path) -> None:
-    """The run's own trained weights if present, else ``[Output] Weights`` (``common.load_trained_weights`` with
-    prior-only files understood)."""
-    own = run_dir / training.FINAL_WEIGHTS
-    if own.is_file():
-        load_model_weights(model, cfg, own, f"{run_dir} weights")
-        print(f"weights: {own}", flush=True)
-    elif cfg.Output.Weights:
-        load_model_weights(model, cfg, Path(cfg.Output.Weights), "[Output] Weights")
-        print(f"weights: {cfg.Output.Weights}", flush=True)
-    else:
-        raise LDSegError(f"[Output] Weights is empty and {own} does not exist: train first with --mode train")
+    """``common.load_trained_weights`` with prior-only files understood."""
+    load_trained_weights(model, cfg, run_dir, lambda m, path, what: load_model_weights(m, cfg, path, what))
 
 
 def masks_and_inputs(cfg, part):
