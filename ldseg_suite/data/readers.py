@@ -15,11 +15,49 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 @dataclass(frozen=True)
 class Geometry:
-    """What travels with a case so predictions go back at the input's size and geometry."""
+    """What travels with a case so predictions go back at the input's size, orientation and affine.
 
-    shape: tuple                       # original spatial shape
-    affine: np.ndarray = field(default_factory=lambda: np.eye(4), compare=False)
-    spacing: tuple = ()                # voxel spacing per spatial axis
+    ``shape``, ``spacing`` and ``affine`` describe the array the network sees: for a NIfTI volume that is the
+    array reoriented to RAS+ (nibabel's closest canonical orientation), so ``affine`` is the canonical affine
+    and ``spacing`` is the header's voxel size permuted to the RAS+ axes. ``input_affine``, ``input_shape``
+    and ``ornt`` describe the file as stored; ``to_input`` maps an array on the RAS+ grid back to the file's
+    voxel order and :func:`write_nifti_like` writes it with the file's own affine and qform/sform.
+    2D images, frame folders and .npy volumes have ``ornt = None`` (used as stored).
+    """
+
+    shape: tuple                       # spatial shape of the array the network sees (RAS+ for NIfTI)
+    affine: np.ndarray = field(default_factory=lambda: np.eye(4), compare=False)  # affine of that array
+    spacing: tuple = ()                # voxel spacing per spatial axis of that array
+    input_affine: np.ndarray | None = field(default=None, compare=False)  # the file's own affine (None = affine)
+    ornt: np.ndarray | None = field(default=None, compare=False)  # stored axes -> RAS+ (nibabel ornt); None = same
+    header: object = field(default=None, compare=False, repr=False)  # the file's NIfTI header (qform/sform codes)
+
+    @property
+    def input_shape(self) -> tuple:
+        """Spatial shape of the file as stored."""
+        if self.ornt is None:
+            return self.shape
+        return tuple(self.shape[int(self.ornt[i, 0])] for i in range(len(self.ornt)))
+
+    def to_canonical(self, array) -> np.ndarray:
+        """An array in the file's voxel order (spatial axes first, any trailing axes kept) -> RAS+ order."""
+        if self.ornt is None:
+            return np.asarray(array)
+        import nibabel as nib
+
+        return np.ascontiguousarray(nib.orientations.apply_orientation(np.asarray(array), self.ornt))
+
+    def to_input(self, array) -> np.ndarray:
+        """An array on the RAS+ grid (spatial axes first, any trailing axes kept) -> the file's voxel order."""
+        if self.ornt is None:
+            return np.asarray(array)
+        import nibabel as nib
+
+        back = nib.orientations.ornt_transform(_IDENTITY_ORNT[: len(self.ornt)], self.ornt)
+        return np.ascontiguousarray(nib.orientations.apply_orientation(np.asarray(array), back))
+
+
+_IDENTITY_ORNT = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
 
 
 def plain_geometry(shape) -> Geometry:
@@ -90,8 +128,13 @@ def read_label_image(path) -> np.ndarray:
     return arr.astype(np.int32)
 
 
-def read_nifti(path):
-    """NIfTI -> (float32 array as stored, Geometry with the affine and header voxel spacing)."""
+def read_nifti(path, canonical: bool = True):
+    """NIfTI -> (float32 array, Geometry).
+
+    ``canonical``: reorient the first three axes to RAS+ (nibabel's closest canonical orientation; any 4th
+    axis, e.g. channels, is kept). The Geometry describes the returned array and remembers the stored
+    orientation (see :class:`Geometry`). ``canonical=False`` returns the array as stored.
+    """
     import nibabel as nib
 
     path = _need_file(path)
@@ -100,12 +143,23 @@ def read_nifti(path):
         arr = np.asarray(img.dataobj, dtype=np.float32)
         zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
         affine = np.asarray(img.affine, np.float64)
+        header = img.header.copy()
     except Exception as exc:  # noqa: BLE001
         raise LDSegError(f"{path}: cannot read NIfTI ({exc.__class__.__name__}); "
                          "expected a .nii or .nii.gz file") from None
     spatial = arr.shape[:3] if arr.ndim >= 3 else arr.shape
     spacing = zooms[:len(spatial)] + (1.0,) * (len(spatial) - len(zooms))
-    return arr, Geometry(tuple(int(s) for s in spatial), affine, spacing)
+    shape = tuple(int(s) for s in spatial)
+    if not canonical or arr.ndim < 3:
+        return arr, Geometry(shape, affine, spacing, affine, None, header)
+    ornt = nib.orientations.io_orientation(affine)
+    axes = ornt[:, 0].astype(int)
+    ras_shape, ras_spacing = [0] * 3, [0.0] * 3
+    for i in range(3):
+        ras_shape[axes[i]], ras_spacing[axes[i]] = shape[i], spacing[i]
+    ras_affine = affine @ nib.orientations.inv_ornt_aff(ornt, shape)
+    geom = Geometry(tuple(ras_shape), ras_affine, tuple(ras_spacing), affine, ornt, header)
+    return geom.to_canonical(arr), geom
 
 
 def read_npy(path) -> np.ndarray:
@@ -123,10 +177,10 @@ def read_npy(path) -> np.ndarray:
     return arr
 
 
-def read_volume(path):
-    """NIfTI or .npy -> (array, Geometry)."""
+def read_volume(path, canonical: bool = True):
+    """NIfTI (reoriented to RAS+ when ``canonical``) or .npy (as stored) -> (array, Geometry)."""
     if suffix(path) in NIFTI_SUFFIXES:
-        return read_nifti(path)
+        return read_nifti(path, canonical)
     if suffix(path) == ".npy":
         arr = read_npy(path).astype(np.float32)
         return arr, plain_geometry(arr.shape[:3])
@@ -172,6 +226,39 @@ def write_nifti(path, array, affine) -> Path:
         img.header.set_qform(affine, code=1)
         img.header.set_sform(affine, code=1)
         nib.save(img, str(p))  # the temp name keeps the .nii.gz suffix
+
+    return _atomic(path, write)
+
+
+def write_nifti_like(path, array, geometry: Geometry) -> Path:
+    """An array on the grid the network saw (RAS+ for NIfTI inputs) -> .nii/.nii.gz in the input's own voxel
+    order, affine and qform/sform codes (written atomically). Trailing axes beyond the spatial ones (e.g.
+    class probabilities) are kept. Geometries without a NIfTI source are written with ``geometry.affine``."""
+    import nibabel as nib
+
+    array = np.asarray(array)
+    if array.shape[:len(geometry.shape)] != tuple(geometry.shape):
+        raise LDSegError(f"{path}: array of shape {array.shape}; expected the input grid {tuple(geometry.shape)}")
+    if geometry.input_affine is None or geometry.header is None:
+        return write_nifti(path, array, geometry.affine)
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    elif array.dtype == np.int64:
+        array = array.astype(np.int32)
+    data = geometry.to_input(array)
+    if suffix(path) not in NIFTI_SUFFIXES:
+        raise LDSegError(f"{path}: expected a .nii or .nii.gz file name")
+    src = geometry.header
+
+    def write(p):
+        img = nib.Nifti1Image(data, np.asarray(geometry.input_affine, np.float64))
+        hdr = img.header
+        hdr.set_qform(src.get_qform(), code=int(src["qform_code"]))
+        hdr.set_sform(src.get_sform(), code=int(src["sform_code"]))
+        zooms = tuple(src.get_zooms()[:3])
+        hdr.set_zooms(zooms[:min(3, data.ndim)] + (1.0,) * (data.ndim - min(3, data.ndim)))
+        hdr.set_xyzt_units(*src.get_xyzt_units())
+        nib.save(img, str(p))
 
     return _atomic(path, write)
 

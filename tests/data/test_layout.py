@@ -156,5 +156,5 @@ def test_missing_or_empty_data_folder(tmp_path):
     (tmp_path / "images").mkdir()
     with pytest.raises(LDSegError, match="no cases found"):
         layout.find_cases(tmp_path)
-    with pytest.raises(LDSegError, match="Layout = grid: expected auto, folders or glas"):
+    with pytest.raises(LDSegError, match="Layout = grid: expected auto, folders, glas or msd"):
         layout.find_cases(tmp_path, "grid")
