@@ -21,25 +21,47 @@ class Run:
 @dataclass(frozen=True)
 class Data:
     Root: str = field(help="data folder (relative paths are relative to the working directory)")
-    Layout: str = field("auto", choices=("auto", "folders", "glas"),
-                        help="folders: images/ + labels/ matched by stem; glas: name.bmp + name_anno.bmp")
+    Layout: str = field("auto", choices=("auto", "folders", "glas", "msd"),
+                        help="folders: images/ + labels/ (any case: Image/, masks/ ...), label = stem or stem_label|"
+                             "_labels|_seg|_mask|_anno|_gt; glas: name.bmp + name_anno.bmp in one folder; msd: MSD / "
+                             "nnU-Net imagesTr/<case>_0000.nii.gz + labelsTr/ + dataset.json; auto: detect")
     Kind: str = field("2d", choices=("2d", "2d+t", "3d"))
     Size: tuple[int, ...] = field((64, 64), min=4, length=(2, 3), help="network input size (H, W[, D])")
-    Channels: int = field(3, min=1, help="image channels (1 grey, 3 RGB)")
-    Classes: int = field(2, min=2, help="label classes including background")
+    Channels: int = field(0, min=0, help="image channels (1 grey, 3 RGB); 0 = from Root/dataset.json, else 3")
+    Classes: int = field(0, min=0, help="label classes including background; 0 = from Root/dataset.json, else 2")
     Binarize: bool = field(False, help="labels > 0 -> 1 (instance labels to foreground)")
     Normalize: str = field("minmax", choices=("minmax", "zscore", "none"))
     Split: tuple[float, ...] = field((0.7, 0.1, 0.2), min=0.0, max=1.0, length=3,
                                      help="train, val, test fractions by subject")
     Augment: bool = field(True, help="flips, 90-degree rotations, intensity jitter")
+    Orientation: str = field("RAS", choices=("RAS", "stored"),
+                             help="3D NIfTI: RAS = reorient to RAS+ for the network (predictions go back in the "
+                                  "input's orientation and affine); stored = the stored voxel order")
 
     def validate(self):
+        if self.Classes == 1:
+            raise LDSegError("Classes = 1: expected at least 2 (background + one class), or leave Classes out to "
+                             "take it from dataset.json")
+        self._resolve_counts()
         if abs(sum(self.Split) - 1.0) > 1e-6:
             raise LDSegError(f"Split = {', '.join(map(str, self.Split))}: the three fractions must sum to 1")
         if self.Kind == "2d" and len(self.Size) != 2:
             raise LDSegError(f"Size has {len(self.Size)} values but Kind = 2d needs 2 (H, W)")
         if self.Kind != "2d" and len(self.Size) != 3:
             raise LDSegError(f"Size has {len(self.Size)} values but Kind = {self.Kind} needs 3 (H, W, D or T)")
+
+    def _resolve_counts(self):
+        """Classes / Channels = 0 (left out) come from Root/dataset.json (MSD / nnU-Net), else 2 / 3; a value
+        that contradicts dataset.json is an error naming both. The resolved values replace the 0s, so a run's
+        config.ini records them."""
+        from pathlib import Path
+
+        from ldseg_suite.data import layout
+
+        info = layout.dataset_info(self.Root) if self.Root and Path(self.Root).is_dir() else None
+        classes, channels, _ = layout.resolve_counts(info, self.Classes, self.Channels, self.Binarize)
+        object.__setattr__(self, "Classes", classes)  # frozen: filled in once, while the config is parsed
+        object.__setattr__(self, "Channels", channels)
 
 
 @dataclass(frozen=True)

@@ -432,8 +432,9 @@ def _read_frames(folder: Path, is_label: bool) -> np.ndarray:
     return np.stack(arrays, axis=2)
 
 
-def _read(path: Path, kind: str, is_label: bool):
-    """-> (array, geometry); images get a channel axis, labels none. 3D NIfTI is reoriented to RAS+."""
+def _read(path: Path, kind: str, is_label: bool, canonical: bool = True):
+    """-> (array, geometry); images get a channel axis, labels none. 3D NIfTI is reoriented to RAS+ when
+    ``canonical``."""
     if not path.exists():
         raise LDSegError(f"{path}: file not found")
     if kind == "2d":
@@ -446,7 +447,7 @@ def _read(path: Path, kind: str, is_label: bool):
             raise LDSegError(f"{path}: a folder of frames is only valid for Kind = 2d+t")
         arr = _read_frames(path, is_label)
         return arr, readers.plain_geometry(arr.shape[:3])
-    arr, geom = readers.read_volume(path, canonical=kind == "3d")  # 2d+t: the last axis is time, keep it
+    arr, geom = readers.read_volume(path, canonical=canonical and kind == "3d")  # 2d+t: keep the time axis
     if arr.ndim == 4 and not is_label:
         return arr, geom
     if arr.ndim == 4 and arr.shape[-1] == 1:  # a label volume stored with a channel axis
@@ -461,17 +462,17 @@ def _read(path: Path, kind: str, is_label: bool):
     return arr[..., None], geom
 
 
-def _read_image(paths: CasePaths, kind: str):
+def _read_image(paths: CasePaths, kind: str, canonical: bool = True):
     """All channel files of a case -> ((*spatial, C) image, geometry of the first file)."""
     files = [Path(p) for p in paths.images]
-    image, geom = _read(files[0], kind, is_label=False)
+    image, geom = _read(files[0], kind, False, canonical)
     if not np.all(np.isfinite(image)):
         raise LDSegError(f"{files[0]}: contains NaN or Inf values")
     if len(files) == 1:
         return image, geom
     parts = [image]
     for f in files[1:]:
-        arr, _ = _read(f, kind, is_label=False)
+        arr, _ = _read(f, kind, False, canonical)
         if arr.shape[:-1] != image.shape[:-1]:
             raise LDSegError(f"{f}: shape {arr.shape[:-1]} differs from channel file {files[0].name} shape "
                              f"{image.shape[:-1]}; expected one grid for every channel of a case")
@@ -482,18 +483,19 @@ def _read_image(paths: CasePaths, kind: str):
 
 
 def load_case(paths: CasePaths, kind: str, classes: int, binarize: bool = False,
-              channels: int | None = None) -> Case:
+              channels: int | None = None, canonical: bool = True) -> Case:
     """Read one case and check it: finite image, ``channels`` channels (when given), label of the image's
-    spatial shape, values in [0, classes). Separate channel files (``paths.channels``) are stacked."""
+    spatial shape, values in [0, classes). Separate channel files (``paths.channels``) are stacked.
+    ``canonical``: 3D NIfTI images and labels are reoriented to RAS+ (``[Data] Orientation = RAS``)."""
     if kind not in KINDS:
         raise LDSegError(f"Kind = {kind}: expected one of {', '.join(KINDS)}")
-    image, geom = _read_image(paths, kind)
+    image, geom = _read_image(paths, kind, canonical)
     if channels is not None and image.shape[-1] != channels:
         files = "" if len(paths.images) == 1 else f" (+{len(paths.images) - 1} channel file(s))"
         raise LDSegError(f"{paths.image}{files}: has {image.shape[-1]} channels but [Data] Channels = {channels}")
     label = None
     if paths.label is not None:
-        label, _ = _read(Path(paths.label), kind, is_label=True)
+        label, _ = _read(Path(paths.label), kind, True, canonical)
         if label.shape != image.shape[:-1]:
             raise LDSegError(f"{paths.label}: label shape {label.shape} differs from image {Path(paths.image).name} "
                              f"shape {image.shape[:-1]}")

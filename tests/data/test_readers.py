@@ -110,3 +110,80 @@ def test_writer_errors_are_ldseg_errors(tmp_path):
         readers.write_nifti(tmp_path / "afile" / "v.nii.gz", np.zeros((2, 2, 2)), np.eye(4))
     with pytest.raises(LDSegError, match="affine of shape"):
         readers.write_nifti(tmp_path / "v.nii.gz", np.zeros((2, 2, 2)), np.eye(3))
+
+
+# ------------------------------------------------------------------------------------------- orientation
+
+def _ras_volume(tmp_path, shape=(5, 6, 7), zooms=(0.8, 1.1, 2.5)):
+    """A RAS+ volume with distinct values everywhere, its affine and path."""
+    affine = np.diag([*zooms, 1.0])
+    affine[:3, 3] = [10.0, -4.0, 3.0]
+    vol = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    path = readers.write_nifti(tmp_path / "ras.nii.gz", vol, affine)
+    return vol, affine, path
+
+
+@pytest.mark.parametrize("axcodes", [("P", "S", "L"), ("L", "P", "S"), ("I", "R", "A")])
+def test_reoriented_file_reads_to_the_same_ras_array_and_writes_back_as_stored(tmp_path, axcodes):
+    import nibabel as nib
+
+    from tests.data.fixtures import store_reoriented
+
+    vol, affine, ras_path = _ras_volume(tmp_path)
+    stored_path = store_reoriented(ras_path, tmp_path / "stored.nii.gz", axcodes)
+    stored = nib.load(str(stored_path))
+    assert nib.aff2axcodes(stored.affine) == axcodes
+    assert stored.shape != vol.shape or not np.array_equal(np.asarray(stored.dataobj), vol)  # stored otherwise
+
+    arr, geom = readers.read_nifti(stored_path)
+    np.testing.assert_array_equal(arr, vol)  # the network sees the RAS+ array whatever the storage
+    np.testing.assert_allclose(geom.affine, affine, atol=1e-5)
+    assert geom.shape == (5, 6, 7) and geom.spacing == pytest.approx((0.8, 1.1, 2.5))
+    assert geom.input_shape == stored.shape
+    np.testing.assert_array_equal(geom.input_affine, stored.affine)
+
+    out = readers.write_nifti_like(tmp_path / "pred.nii.gz", (arr > 100).astype(np.uint8), geom)
+    back = nib.load(str(out))
+    np.testing.assert_array_equal(back.affine, stored.affine)  # the input's own affine, bit for bit
+    np.testing.assert_array_equal(np.asarray(back.dataobj), np.asarray(stored.dataobj) > 100)
+    assert back.get_data_dtype() == np.uint8
+    assert int(back.header["sform_code"]) == int(stored.header["sform_code"])
+    assert int(back.header["qform_code"]) == int(stored.header["qform_code"])
+    assert back.header.get_zooms() == pytest.approx(stored.header.get_zooms())
+
+
+def test_spacing_permutes_with_the_axes(tmp_path):
+    import nibabel as nib
+
+    affine = np.zeros((4, 4))
+    affine[0, 1], affine[1, 2], affine[2, 0], affine[3, 3] = -0.5, 2.0, 1.5, 1.0  # stored axes: z, -x, y
+    readers.write_nifti(tmp_path / "p.nii.gz", np.zeros((3, 4, 5), np.float32), affine)
+    assert nib.aff2axcodes(nib.load(str(tmp_path / "p.nii.gz")).affine) == ("S", "L", "A")
+    arr, geom = readers.read_nifti(tmp_path / "p.nii.gz")
+    assert arr.shape == geom.shape == (4, 5, 3)  # RAS+: x (stored axis 1), y (2), z (0)
+    assert geom.spacing == pytest.approx((0.5, 2.0, 1.5))
+    assert geom.input_shape == (3, 4, 5)
+    assert nib.aff2axcodes(geom.affine) == ("R", "A", "S")
+    raw, raw_geom = readers.read_nifti(tmp_path / "p.nii.gz", canonical=False)
+    assert raw.shape == raw_geom.shape == (3, 4, 5) and raw_geom.spacing == pytest.approx((1.5, 0.5, 2.0))
+
+
+def test_ras_files_are_untouched_and_extra_axes_follow(tmp_path):
+    vol, affine, path = _ras_volume(tmp_path)
+    arr, geom = readers.read_nifti(path)
+    np.testing.assert_array_equal(arr, vol)
+    np.testing.assert_array_equal(geom.affine, geom.input_affine)
+    probs = np.stack([arr, -arr], axis=-1)  # (H, W, D, K) class maps keep their trailing axis
+    np.testing.assert_array_equal(geom.to_input(probs), probs)
+    readers.write_nifti_like(tmp_path / "probs.nii.gz", probs, geom)
+    back, _ = readers.read_nifti(tmp_path / "probs.nii.gz")
+    np.testing.assert_array_equal(back, probs)
+    with pytest.raises(LDSegError, match=r"bad\.nii\.gz: array of shape \(5, 6\); expected the input grid"):
+        readers.write_nifti_like(tmp_path / "bad.nii.gz", arr[:, :, 0], geom)
+
+
+def test_write_nifti_like_of_a_plain_geometry_uses_its_affine(tmp_path):
+    geom = readers.plain_geometry((4, 4, 2))
+    readers.write_nifti_like(tmp_path / "n.nii.gz", np.ones((4, 4, 2), np.uint8), geom)
+    back, g = readers.read_nifti(tmp_path / "n.nii.gz")
+    assert back.sum() == 32 and g.affine.tolist() == np.eye(4).tolist()
