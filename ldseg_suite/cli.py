@@ -33,7 +33,11 @@ def run(argv=None) -> int:
     with _native_stderr_silenced(enabled=not args.debug):
         import tensorflow  # noqa: F401  (its C++ start-up chatter would bury our one-line errors)
     runner = sections.runner_for(cfg.Run.Method)
-    return runner(cfg, mode, out, overwrite=args.overwrite) or 0
+    code = runner(cfg, mode, out, overwrite=args.overwrite) or 0
+    from ldseg_suite.viz.report import report_after_run  # report.html whenever the run dir holds a table/plot/GIF
+
+    report_after_run(out, Path(args.cfg).stem)
+    return code
 
 
 @contextlib.contextmanager
