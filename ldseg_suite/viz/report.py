@@ -58,6 +58,10 @@ def write_report(run_dir: Path, title: str | None = None) -> Path | None:
     if config.is_file():
         parts.append("<details><summary>Resolved config (<code>config.ini</code>)</summary>"
                      f"<pre>{_e(config.read_text(errors='replace'))}</pre></details>")
+    for t in tables:
+        if t.name in BOOKKEEPING:
+            parts.append(f"<details><summary><code>{_e(t.name)}</code></summary>{_table_html(t, heading=False)}"
+                         "</details>")
     if scored:
         parts.append("<h2>Tables</h2>")
         parts += [_table_html(t) for t in scored]
@@ -76,10 +80,6 @@ def write_report(run_dir: Path, title: str | None = None) -> Path | None:
         parts.append(f'<h2>Not embedded</h2><p class="note">{len(skipped)} image(s) are in the run directory but '
                      f"not in this page (at most {MAX_IMAGES} images, {_mb(MAX_IMAGE_BYTES)} each, "
                      f"{_mb(MAX_TOTAL_BYTES)} in all):</p><ul>{items}</ul>")
-    for t in tables:
-        if t.name in BOOKKEEPING:
-            parts.append(f"<details><summary><code>{_e(t.name)}</code></summary>{_table_html(t, heading=False)}"
-                         "</details>")
 
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{_e(title)}</title>"
