@@ -21,7 +21,7 @@ from ldseg_suite import sections  # noqa: E402
 
 OUT = ROOT / "docs" / "configs.md"
 SHARED = "ldseg_suite.sections"
-ORDER = ("ldseg", "shape", "generate", "cardiac", "tpdm")  # method families in the README's order; others follow
+ORDER = ("ldseg", "unet", "shape", "generate", "cardiac", "tpdm")  # families in this order, others after
 
 
 def _fmt(value) -> str:
