@@ -37,6 +37,15 @@ class Data:
     Orientation: str = field("RAS", choices=("RAS", "stored"),
                              help="3D NIfTI: RAS = reorient to RAS+ for the network (predictions go back in the "
                                   "input's orientation and affine); stored = the stored voxel order")
+    Patch: tuple[int, ...] = field((), min=4, length=(0, 2, 3),
+                                   help="train on random crops of this size at native resolution (H, W[, D]); "
+                                        "empty = resize every case to Size")
+    Spacing: tuple[float, ...] = field((), min=1e-6, length=(0, 2, 3),
+                                       help="resample cases to this voxel spacing (mm) before patching; empty = "
+                                            "native grid; predictions go back to the input grid")
+    ForegroundFraction: float = field(0.33, min=0.0, max=1.0,
+                                      help="share of training patches centred on a random foreground voxel")
+    Cache: int = field(16, min=0, help="cases kept in memory by the lazy reader (0 = read every time)")
 
     def validate(self):
         if self.Classes == 1:
@@ -49,6 +58,12 @@ class Data:
             raise LDSegError(f"Size has {len(self.Size)} values but Kind = 2d needs 2 (H, W)")
         if self.Kind != "2d" and len(self.Size) != 3:
             raise LDSegError(f"Size has {len(self.Size)} values but Kind = {self.Kind} needs 3 (H, W, D or T)")
+        for key in ("Patch", "Spacing"):
+            value = getattr(self, key)
+            if value and len(value) != len(self.Size):
+                raise LDSegError(f"{key} has {len(value)} values but Kind = {self.Kind} needs {len(self.Size)}")
+        if self.Spacing and not self.Patch:
+            raise LDSegError("Spacing is set but Patch is empty; resampling is for patch training at native size")
 
     def _resolve_counts(self):
         """Classes / Channels = 0 (left out) come from Root/dataset.json (MSD / nnU-Net), else 2 / 3; a value
@@ -100,6 +115,21 @@ class Training:
 
 
 @dataclass(frozen=True)
+class Inference:
+    Window: tuple[int, ...] = field((), min=4, length=(0, 2, 3),
+                                    help="sliding-window size (H, W[, D]) on the native grid; empty = [Data] Patch, "
+                                         "or resize whole cases to [Data] Size when Patch is empty too")
+    Overlap: float = field(0.5, min=0.0, max=0.95, help="overlap of neighbouring windows (share of the window)")
+    Blend: str = field("gaussian", choices=("gaussian", "constant"), help="how overlapping windows are averaged")
+
+
+@dataclass(frozen=True)
+class Compare:
+    Baseline: str = field("", help="U-Net config (cfg/*_unet.ini) whose shipped weights are the baseline row")
+    Samples: int = field(4, min=1, help="samples of the multi-sample LDSeg row (mean of the class probabilities)")
+
+
+@dataclass(frozen=True)
 class Output:
     Weights: str = field("", help="weights file to load for infer/gif/sweep ('' = the run's checkpoint)")
     Gifs: int = field(2, min=0, help="how many cases get a reverse-diffusion GIF")
@@ -109,6 +139,18 @@ class Output:
 @dataclass(frozen=True)
 class Distribute:
     Strategy: str = field("none", choices=("none", "mirrored", "multiworker"))
+
+
+def check_divisible(cfg, factor: int, what: str) -> None:
+    """[Data] Size and Patch and [Inference] Window must be divisible by the network's total downsampling."""
+    for where, sizes in (("[Data] Size", cfg.Data.Size), ("[Data] Patch", cfg.Data.Patch),
+                         ("[Inference] Window", cfg.Inference.Window)):
+        if any(n % factor for n in sizes):
+            raise LDSegError(f"{where} = {', '.join(map(str, sizes))}: every size must be divisible by {what} = "
+                             f"{factor}")
+    if cfg.Inference.Window and len(cfg.Inference.Window) != len(cfg.Data.Size):
+        raise LDSegError(f"[Inference] Window has {len(cfg.Inference.Window)} values but Kind = {cfg.Data.Kind} "
+                         f"needs {len(cfg.Data.Size)}")
 
 
 # Method registry: name -> (schema, "module:function" that runs a mode). Filled by the method modules'
@@ -141,3 +183,4 @@ def _load_schemas():
     import ldseg_suite.tasks.ldseg_schema  # noqa: F401  (registers 'ldseg')
     import ldseg_suite.tasks.shape_schema  # noqa: F401  (registers vae, lebm, lsd_ebm)
     import ldseg_suite.tasks.tpdm_schema  # noqa: F401  (registers tpdm_score, tpdm)
+    import ldseg_suite.tasks.unet_schema  # noqa: F401  (registers 'unet')

@@ -1,4 +1,5 @@
-"""One tf.data builder for 2D, 2D+t and 3D samples, plus per-case resizing and normalisation."""
+"""The tf.data builders for 2D, 2D+t and 3D samples (in-memory arrays, or cases read lazily with patches), plus
+per-case resizing and normalisation."""
 from __future__ import annotations
 
 import numpy as np
@@ -107,5 +108,56 @@ def make_dataset(images, labels, classes: int, batch_size: int, augment: bool = 
         ds = tf.data.Dataset.zip((ds, counter)).map(
             lambda pair, i: _augment(pair[0], pair[1], tf.stack([tf.cast(seed, tf.int64), i]), spatial),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(lambda x, y: (x, tf.one_hot(y, classes, dtype=tf.float32)), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def case_dataset(reader, classes: int, batch_size: int, patch=(), size=(), fg_fraction: float = 0.33,
+                 augment: bool = False, shuffle: bool = False, seed: int = 0, repeat: bool = False,
+                 channels: int = 1) -> tf.data.Dataset:
+    """(image, one-hot label) batches read lazily from ``reader`` (a ``cases.CaseReader``).
+
+    With ``patch`` every element is a random crop of that size (``fg_fraction`` of them centred on foreground,
+    seeded by (seed, element counter) so a run is reproducible); else each case whole at ``size`` (the reader
+    resizes). Memory is set by the batch, the patch and the reader's cache, not by the number of cases.
+    """
+    from ldseg_suite.data import patches
+
+    if len(reader) == 0:
+        raise LDSegError("case_dataset: no cases")
+    shape = tuple(int(s) for s in (patch or size))
+    spatial = len(shape)
+
+    def load(index, counter):
+        rng = np.random.default_rng([int(seed), int(counter)])
+        case = reader[int(index)]
+        if case.label is None:
+            raise LDSegError(f"{case.name}: training needs a label for every case")
+        if not patch:
+            return case.image, case.label
+        if case.points is None:
+            case.points = patches.foreground_points(case.label, np.random.default_rng([int(seed), int(index)]))
+        image, label, _ = patches.training_patch(case.image, case.label, shape, rng, fg_fraction, case.points)
+        return image.astype(np.float32), label.astype(np.int32)
+
+    ds = tf.data.Dataset.range(len(reader))
+    if shuffle:
+        ds = ds.shuffle(len(reader), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = tf.data.Dataset.zip((ds, tf.data.Dataset.counter()))
+
+    def read(index, counter):
+        image, label = tf.numpy_function(load, [index, counter], [tf.float32, tf.int32], stateful=False)
+        image.set_shape(shape + (channels,))
+        label.set_shape(shape)
+        return image, label, counter
+
+    ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if augment:
+        ds = ds.map(lambda x, y, i: _augment(x, y, tf.stack([tf.cast(seed, tf.int64), i]), spatial),
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+        ds = ds.map(lambda x, y, i: (x, y))
     ds = ds.map(lambda x, y: (x, tf.one_hot(y, classes, dtype=tf.float32)), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -3,8 +3,11 @@
 Four parts trained end to end: a label encoder (one-hot label map -> latent z_l0 in [-1, 1]), an image
 encoder (image -> latent z_i of the same spatial size), a denoiser (UNet on concat(z_lt, z_i), timestep
 embedding) and a label decoder (latent -> class logits). The loss is
-``w_noise * MSE(eps, eps_hat) + w_ce * CE + w_dice * (1 - soft Dice)``, the last two on the decoded
-estimate of the clean latent. Inference draws z_T ~ N(0, I) and runs DDPM or DDIM conditioned on z_i.
+``w_noise * MSE + w_ce * CE + w_dice * (1 - soft Dice)``, the last two on the decoded estimate of the clean
+latent. The denoiser predicts the noise (``prediction = "eps"``, the anchor's choice; MSE on the noise) or the
+clean latent itself (``prediction = "x0"``; MSE on the latent), which at large t makes it a direct
+image-latent -> label-latent segmenter and learns far faster. Samplers always receive the noise estimate.
+Inference draws z_T ~ N(0, I) and runs DDPM or DDIM conditioned on z_i.
 """
 from __future__ import annotations
 
@@ -34,13 +37,15 @@ class LDSeg(keras.Model):
                  image_latent_channels: int = 16, downsample: int = 4, base_channels: int = 32,
                  channel_mult=(1, 2), attention: bool = True, schedule: str = "linear", beta_0: float = 1e-4,
                  beta_T: float = 0.02, timesteps: int = 1000, loss_weights=(1.0, 1.0, 1.0), seed: int = 0,
-                 **kwargs):
+                 prediction: str = "eps", **kwargs):
         super().__init__(**kwargs)
         self.hp = dict(spatial_dims=spatial_dims, in_channels=in_channels, classes=classes,
                        latent_channels=latent_channels, image_latent_channels=image_latent_channels,
                        downsample=downsample, base_channels=base_channels, channel_mult=list(channel_mult),
                        attention=attention, schedule=schedule, beta_0=beta_0, beta_T=beta_T,
-                       timesteps=timesteps, loss_weights=list(loss_weights), seed=seed)
+                       timesteps=timesteps, loss_weights=list(loss_weights), seed=seed, prediction=prediction)
+        if prediction not in ("eps", "x0"):
+            raise ValueError(f"prediction must be eps or x0, got {prediction!r}")
         sd = spatial_dims
         self.label_encoder = Encoder(latent_channels, downsample, sd, base_channels, activation="tanh",
                                      name="label_encoder")
@@ -75,20 +80,35 @@ class LDSeg(keras.Model):
         return list(self.trackers.values())
 
     # -- training --------------------------------------------------------------------------------------
-    def denoise(self, z_t, z_i, t, training=False):
-        """Predicted noise of z_t, in float32 whatever the layers' precision policy."""
+    def _net(self, z_t, z_i, t, training=False):
         x = ops.concatenate([ops.cast(z_t, "float32"), ops.cast(z_i, "float32")], axis=-1)
         return ops.cast(self.denoiser([x, t], training=training), "float32")
 
+    def _ab(self, t, rank):
+        return ops.reshape(ops.take(self._acp, t), (-1,) + (1,) * (rank - 1))
+
+    def denoise(self, z_t, z_i, t, training=False):
+        """Predicted noise of z_t, in float32 whatever the layers' precision policy (from the predicted clean
+        latent when ``prediction = "x0"``)."""
+        out = self._net(z_t, z_i, t, training)
+        if self.hp["prediction"] == "eps":
+            return out
+        ab = self._ab(t, len(out.shape))
+        return (ops.cast(z_t, "float32") - ops.sqrt(ab) * out) / ops.sqrt(1.0 - ab)
+
     def _forward(self, image, onehot, t, noise, training=False):
+        """(the network's target, its prediction, label logits decoded from the clean-latent estimate)."""
         z0 = ops.cast(self.label_encoder(onehot, training=training), "float32")
         z_i = self.image_encoder(image, training=training)
-        ab = ops.reshape(ops.take(self._acp, t), (-1,) + (1,) * (len(z0.shape) - 1))
+        ab = self._ab(t, len(z0.shape))
         z_t = ops.sqrt(ab) * z0 + ops.sqrt(1.0 - ab) * noise
-        eps = self.denoise(z_t, z_i, t, training=training)
-        z0_hat = ops.clip((z_t - ops.sqrt(1.0 - ab) * eps) / ops.sqrt(ab), -1.0, 1.0)
-        logits = self.label_decoder(z0_hat, training=training)
-        return eps, logits
+        out = self._net(z_t, z_i, t, training=training)
+        if self.hp["prediction"] == "eps":
+            target, z0_hat = noise, (z_t - ops.sqrt(1.0 - ab) * out) / ops.sqrt(ab)
+        else:
+            target, z0_hat = z0, out
+        logits = self.label_decoder(ops.clip(z0_hat, -1.0, 1.0), training=training)
+        return target, out, logits
 
     def _loss_terms(self, data, training):
         image, onehot, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -96,10 +116,10 @@ class LDSeg(keras.Model):
         latent_shape = (batch,) + tuple(s // self.hp["downsample"] for s in image.shape[1:-1]) + (
             self.hp["latent_channels"],)
         t, noise = self.sample_t_and_noise(image, latent_shape)
-        eps, logits = self._forward(image, onehot, t, noise, training=training)
+        target, out, logits = self._forward(image, onehot, t, noise, training=training)
         logits = ops.cast(logits, "float32")
         red = tuple(range(1, len(noise.shape)))
-        noise_loss = ops.mean(ops.square(eps - noise), axis=red)
+        noise_loss = ops.mean(ops.square(out - target), axis=red)
         ce = ops.mean(keras.losses.categorical_crossentropy(onehot, logits, from_logits=True),
                       axis=tuple(range(1, len(onehot.shape) - 1)))
         dice_loss = 1.0 - soft_dice_per_example(onehot, ops.softmax(logits, axis=-1))

@@ -16,57 +16,66 @@ class UNet(layers.Layer):
     One ResBlock stack per level, strided-conv downsampling, nearest+conv upsampling, skip concatenation;
     global attention only in the middle (coarsest) block, so memory stays linear in the input size at
     every finer level. With ``semantic=True`` the call takes ``[x, t, z]`` and every ResBlock also scales its
-    features by a projection of the semantic code z (DiffAE).
+    features by a projection of the semantic code z (DiffAE). With ``time_conditioned=False`` it is a plain
+    segmentation UNet: ``unet(x)``, no timestep embedding (the deterministic baseline).
     """
 
     def __init__(self, out_channels: int, spatial_dims: int = 2, base_channels: int = 32,
                  channel_mult=(1, 2), res_blocks: int = 1, attention: bool = True, semantic: bool = False,
-                 **kwargs):
+                 time_conditioned: bool = True, **kwargs):
         super().__init__(**kwargs)
-        self.semantic = semantic
+        self.semantic, self.time_conditioned = semantic, time_conditioned
+        tc = time_conditioned
         self.out_channels, self.spatial_dims = out_channels, spatial_dims
         self.base_channels, self.channel_mult = base_channels, tuple(channel_mult)
         self.res_blocks, self.attention = res_blocks, attention
         sd, base = spatial_dims, base_channels
-        self.time_embed = TimestepEmbedding(base)
+        self.time_embed = TimestepEmbedding(base) if tc else None
         self.stem = conv(sd, base)
         self.down_blocks, self.downsamplers = [], []
         for i, m in enumerate(self.channel_mult):
-            self.down_blocks.append([ResBlock(base * m, sd, semantic=semantic) for _ in range(res_blocks)])
+            self.down_blocks.append([ResBlock(base * m, sd, tc, semantic=semantic) for _ in range(res_blocks)])
             if i < len(self.channel_mult) - 1:
                 self.downsamplers.append(conv(sd, base * m, strides=2))
         mid = base * self.channel_mult[-1]
-        self.mid1 = ResBlock(mid, sd, semantic=semantic)
+        self.mid1 = ResBlock(mid, sd, tc, semantic=semantic)
         self.mid_attn = Attention() if attention else None
-        self.mid2 = ResBlock(mid, sd, semantic=semantic)
+        self.mid2 = ResBlock(mid, sd, tc, semantic=semantic)
         self.up_blocks, self.upsamplers = [], []
         for i, m in reversed(list(enumerate(self.channel_mult))):
-            self.up_blocks.append([ResBlock(base * m, sd, semantic=semantic) for _ in range(res_blocks)])
+            self.up_blocks.append([ResBlock(base * m, sd, tc, semantic=semantic) for _ in range(res_blocks)])
             if i > 0:
                 self.upsamplers.append(Upsample(base * self.channel_mult[i - 1], sd))
         self.out_norm = layers.GroupNormalization(_groups(base * self.channel_mult[0]))
         self.out_conv = conv(sd, out_channels, kernel_initializer="zeros")
 
     def call(self, inputs, training=False):
-        x, t, *z = inputs
-        emb = self.time_embed(t)
-        cond = [emb] + z[:1] if self.semantic else [emb]
+        if self.time_conditioned:
+            x, t, *z = inputs
+            emb = self.time_embed(t)
+            cond = [emb] + z[:1] if self.semantic else [emb]
+        else:
+            x, cond = inputs, []
+
+        def block_call(block, h):
+            return block([h, *cond], training=training) if cond else block(h, training=training)
+
         h = self.stem(x)
         skips = []
         for i, blocks in enumerate(self.down_blocks):
             for block in blocks:
-                h = block([h, *cond], training=training)
+                h = block_call(block, h)
             skips.append(h)
             if i < len(self.downsamplers):
                 h = self.downsamplers[i](h)
-        h = self.mid1([h, *cond], training=training)
+        h = block_call(self.mid1, h)
         if self.mid_attn is not None:
             h = self.mid_attn(h)
-        h = self.mid2([h, *cond], training=training)
+        h = block_call(self.mid2, h)
         for j, blocks in enumerate(self.up_blocks):
             h = ops.concatenate([h, skips.pop()], axis=-1)
             for block in blocks:
-                h = block([h, *cond], training=training)
+                h = block_call(block, h)
             if j < len(self.upsamplers):
                 h = self.upsamplers[j](h)
         return self.out_conv(ops.silu(self.out_norm(h)))
@@ -74,7 +83,8 @@ class UNet(layers.Layer):
     def get_config(self):
         return {**super().get_config(), "out_channels": self.out_channels, "spatial_dims": self.spatial_dims,
                 "base_channels": self.base_channels, "channel_mult": list(self.channel_mult),
-                "res_blocks": self.res_blocks, "attention": self.attention, "semantic": self.semantic}
+                "res_blocks": self.res_blocks, "attention": self.attention, "semantic": self.semantic,
+                "time_conditioned": self.time_conditioned}
 
 
 @keras.saving.register_keras_serializable(PKG)

@@ -1,70 +1,60 @@
-"""LDSeg runner: train, infer, gif and sweep modes for 2D, 2D+t and 3D configs."""
+"""LDSeg runner: train, infer, predict, compare, gif and sweep modes for 2D, 2D+t and 3D configs."""
 from __future__ import annotations
 
-import math
-import sys
-import time
 from pathlib import Path
 
+import imageio.v3 as iio
 import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from ldseg_suite import distribute, metrics, training
-from ldseg_suite.data import pipeline, readers
+from ldseg_suite.data.cases import PreparedCase, to_input_grid
 from ldseg_suite.errors import LDSegError
 from ldseg_suite.models.ldseg import LDSeg
-from ldseg_suite.tasks.common import atomic_csv, load_trained_weights, spatial_dims, start_run
+from ldseg_suite.tasks import segmentation as seg
+from ldseg_suite.tasks.common import atomic_csv, load_trained_weights, open_run
 from ldseg_suite.viz import gifs, plots
 
-OUTPUTS = {"train": [], "infer": ["predictions", "metrics.csv"], "gif": ["gifs"],
-           "sweep": ["sweep.csv", "sweep.png"]}
+OUTPUTS = {"train": [], "infer": ["predictions", "metrics.csv"], "predict": [], "compare": ["compare.csv"],
+           "gif": ["gifs"], "sweep": ["sweep.csv", "sweep.png"]}
 
 
 def build_model(cfg) -> LDSeg:
     m, s = cfg.Model, cfg.NoiseScheduler
-    model = LDSeg(spatial_dims=spatial_dims(cfg.Data.Kind), in_channels=cfg.Data.Channels,
+    model = LDSeg(spatial_dims=seg.spatial_dims(cfg.Data.Kind), in_channels=cfg.Data.Channels,
                   classes=cfg.Data.Classes, latent_channels=m.LatentChannels,
                   image_latent_channels=m.ImageLatentChannels, downsample=m.Downsample,
                   base_channels=m.BaseChannels, channel_mult=m.ChannelMult, attention=m.Attention,
                   schedule=s.Scheduler, beta_0=s.Beta_0, beta_T=s.Beta_T, timesteps=s.Timesteps,
-                  loss_weights=(m.Weight_Noise, m.Weight_CE, m.Weight_Dice), seed=cfg.Run.Seed)
-    model.build((None, *cfg.Data.Size, cfg.Data.Channels))
+                  loss_weights=(m.Weight_Noise, m.Weight_CE, m.Weight_Dice), seed=cfg.Run.Seed,
+                  prediction=m.Prediction)
+    model.build((None, *seg.net_shape(cfg), cfg.Data.Channels))
     return model
 
 
-def run(cfg, mode: str, out: Path, overwrite: bool = False) -> int:
-    run_dir, data = start_run(cfg, mode, out, overwrite, OUTPUTS)
+def run(cfg, mode: str, out: Path, overwrite: bool = False, input_path=None) -> int:
+    run_dir = open_run(cfg, mode, out, overwrite, OUTPUTS)
+    if mode == "predict":
+        if input_path is None:
+            raise LDSegError("--mode predict needs --input PATH (an image/volume or a folder of them)")
+        model = load_trained(cfg, run_dir)
+        return seg.predict(cfg, make_predict(cfg, model), cfg.Sampler.BatchSize, input_path, run_dir, overwrite)
+    data = seg.open_cases(cfg, run_dir)
     if mode == "train":
-        train(cfg, data, run_dir)
+        seg.train(cfg, data, run_dir, lambda: build_model(cfg))
         return 0
     model = load_trained(cfg, run_dir)
     test = data["test"]
-    if test.labels is None and mode == "sweep":
-        raise LDSegError(f"[Data] Root = {cfg.Data.Root}: the sweep needs labels for the test cases")
+    if mode in ("sweep", "compare") and not test.has_labels():
+        raise LDSegError(f"[Data] Root = {cfg.Data.Root}: --mode {mode} needs labels for the test cases")
+    if mode == "compare":
+        from ldseg_suite.tasks import compare
+
+        compare.run_compare(cfg, model, data, run_dir)
+        return 0
     {"infer": infer, "gif": make_gifs, "sweep": sweep}[mode](cfg, model, test, run_dir)
     return 0
-
-
-def train(cfg, data, run_dir: Path) -> None:
-    tr = data["train"]
-    if tr.labels is None:
-        raise LDSegError(f"[Data] Root = {cfg.Data.Root}: training needs a label for every training case")
-    t = cfg.Training
-    ds = pipeline.make_dataset(tr.images, tr.labels, cfg.Data.Classes, t.BatchSize, augment=cfg.Data.Augment,
-                               shuffle=True, seed=cfg.Run.Seed, repeat=True)
-    steps = t.StepsPerEpoch or max(1, math.ceil(len(tr.cases) / t.BatchSize))
-    val, val_steps = None, None
-    if len(data["val"].cases) and data["val"].labels is not None:
-        v = data["val"]
-        val = pipeline.make_dataset(v.images, v.labels, cfg.Data.Classes, t.BatchSize)
-        val_steps = max(1, math.ceil(len(v.cases) / t.BatchSize))
-    start = time.time()
-    training.fit(lambda: build_model(cfg), ds, steps, t.Epochs, run_dir, t, val, val_steps,
-                 strategy=distribute.strategy_for(cfg.Distribute.Strategy))
-    print(f"trained to epoch {t.Epochs} in {time.time() - start:.0f} s; weights: "
-          f"{run_dir / training.FINAL_WEIGHTS}", flush=True)
 
 
 def load_trained(cfg, run_dir: Path) -> LDSeg:
@@ -78,100 +68,26 @@ def make_sampler(cfg, model, capture=False):
     return model.make_sampler(s.Sampler, s.Sampling_Steps, s.Sigma, capture=capture, jit_compile=s.JitCompile)
 
 
-def segment_all(cfg, model, sampler, images: np.ndarray, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Mean class probabilities and uncertainty (max over classes of the std across samples), network size.
-
-    Batches and seeds depend only on the case order, so the same images give the same masks.
-    """
-    s = cfg.Sampler
-    means, stds = [], []
-    batches = range(0, len(images), s.BatchSize)
-    bar = keras.utils.Progbar(len(batches) * s.Samples, unit_name="batch", verbose=_bar_verbosity()) \
-        if progress else None
-    for b, i in enumerate(batches):
-        batch = tf.constant(images[i:i + s.BatchSize])
-        draws = []
-        for k in range(s.Samples):
-            probs, _ = model.segment(batch, sampler, seed=cfg.Run.Seed + 1000 * k + b)
-            draws.append(np.asarray(probs))
-            if bar:
-                bar.add(1)
-        draws = np.stack(draws)
-        means.append(draws.mean(0))
-        stds.append(draws.std(0).max(-1))
-    return np.concatenate(means), np.concatenate(stds)
-
-
-def _summarise(row: dict, classes: int) -> dict:
-    """Add dice/iou/hd95 as the mean over foreground classes (or the one foreground class)."""
-    for m in ("dice", "iou", "hd95"):
-        row[m] = float(np.nanmean([row[f"{m}_{c}"] for c in range(1, classes)])) if classes > 2 \
-            else row.pop(f"{m}_1")
-    return row
-
-
-def score_rows(cfg, case, labels) -> list[dict]:
-    """Metric rows of one case: one row, or one per frame for 2D+t (frames scored as 2D images)."""
-    k, spacing = cfg.Data.Classes, case.geometry.spacing
-    if cfg.Data.Kind != "2d+t":
-        return [_summarise({"case": case.name, **metrics.per_class(labels, case.label, k, spacing)}, k)]
-    return [_summarise({"case": case.name, "frame": f,
-                        **metrics.per_class(labels[..., f], case.label[..., f], k, spacing[:2])}, k)
-            for f in range(labels.shape[-1])]
-
-
-def _to_original(case, probs: np.ndarray) -> np.ndarray:
-    """Network-size class probabilities -> label map at the case's original size."""
-    full = pipeline.resize_image(probs, case.geometry.shape)
-    return np.argmax(full, axis=-1).astype(np.uint8)
-
-
-def write_prediction(pred_dir: Path, case, labels: np.ndarray, suffix: str = "") -> Path:
-    if case.image.ndim == 3:  # 2D image (H, W, C)
-        path = pred_dir / f"{case.name}{suffix}.png"
-        readers.write_png(path, labels.astype(np.uint8))
-    else:
-        path = pred_dir / f"{case.name}{suffix}.nii.gz"
-        readers.write_nifti(path, labels, case.geometry.affine)
-    return path
-
-
-def infer(cfg, model, test, run_dir: Path) -> None:
-    if not test.cases:
-        raise LDSegError(f"[Data] Split = {cfg.Data.Split}: the test split is empty")
+def make_predict(cfg, model, samples: int | None = None):
+    """``predict(batch)``: mean class probabilities over ``samples`` reverse diffusions (one compiled sampler,
+    traced once per batch shape), plus the uncertainty (max over classes of the std across samples) as a last
+    channel when samples > 1. Seeds depend only on the call order, so a run is reproducible."""
     sampler = make_sampler(cfg, model)
-    start = time.time()
-    probs, uncertainty = segment_all(cfg, model, sampler, test.images, progress=True)
-    pred_dir = run_dir / "predictions"
-    pred_dir.mkdir(exist_ok=True)
-    rows = []
-    sd = spatial_dims(cfg.Data.Kind)
-    for i, (case, p, u) in enumerate(zip(test.cases, probs, uncertainty)):
-        labels = _to_original(case, p)
-        write_prediction(pred_dir, case, labels)
-        if cfg.Sampler.Samples > 1:
-            u8 = np.clip(pipeline.resize_image(u[..., None], case.geometry.shape)[..., 0] * 2 * 255, 0, 255)
-            write_prediction(pred_dir, case, u8.astype(np.uint8), suffix="_uncertainty")
-        if case.label is not None:
-            rows.extend(score_rows(cfg, case, labels))
-        if sd == 3 and i < cfg.Output.Gifs:
-            name = "frames" if cfg.Data.Kind == "2d+t" else "slices"
-            gif = gifs.slices_gif(run_dir / "gifs" / f"{case.name}_{name}.gif", case.image, labels,
-                                  "frame" if name == "frames" else "slice")
-            print(f"gif: {gif}", flush=True)
-    print(f"segmented {len(test.cases)} cases in {time.time() - start:.1f} s -> {pred_dir}", flush=True)
-    if rows:
-        table = pd.DataFrame(rows)
-        mean = {"case": "mean", **table.drop(columns=["case", "frame"], errors="ignore").mean().to_dict()}
-        table = pd.concat([table, pd.DataFrame([mean])], ignore_index=True)
-        atomic_csv(table, run_dir / "metrics.csv")
-        per_class = "  ".join(f"dice_{c} {mean[f'dice_{c}']:.4f}" for c in range(1, cfg.Data.Classes)
-                              if f"dice_{c}" in mean)
-        print(f"held-out mean ({len(test.cases)} cases{', per frame' if 'frame' in table else ''}): "
-              f"dice {mean['dice']:.4f}  iou {mean['iou']:.4f}  hd95 {mean['hd95']:.2f}  {per_class} "
-              f"-> {run_dir / 'metrics.csv'}", flush=True)
-    if cfg.Output.Gifs:
-        make_gifs(cfg, model, test, run_dir)
+    samples = samples or cfg.Sampler.Samples
+    calls = [0]
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        b = calls[0]
+        calls[0] += 1
+        x = tf.constant(batch, tf.float32)
+        draws = np.stack([np.asarray(model.segment(x, sampler, seed=cfg.Run.Seed + 1000 * k + b)[0])
+                          for k in range(samples)])
+        if samples == 1:
+            return draws[0]
+        return np.concatenate([draws.mean(0), draws.std(0).max(-1, keepdims=True)], axis=-1)
+
+    predict.reset = lambda: calls.__setitem__(0, 0)
+    return predict
 
 
 def _mid_slice(a: np.ndarray, spatial: int) -> np.ndarray:
@@ -179,17 +95,62 @@ def _mid_slice(a: np.ndarray, spatial: int) -> np.ndarray:
     return a if spatial == 2 else np.take(a, a.shape[2] // 2, axis=2)
 
 
+def infer(cfg, model, test, run_dir: Path) -> None:
+    sd = seg.spatial_dims(cfg.Data.Kind)
+
+    def pictures(i, prepared, labels):
+        if i >= cfg.Output.Gifs:
+            return
+        case = prepared.case
+        image = _mid_slice(case.image, sd)
+        overlay = gifs.render([gifs.to_rgb(image), gifs.overlay(image, _mid_slice(labels, sd))],
+                              ["image", "prediction"], suptitle=case.name, layout="row", panel_inches=3.0)
+        path = run_dir / "overlays" / f"{case.name}.png"
+        path.parent.mkdir(exist_ok=True)
+        iio.imwrite(path, overlay)
+        if sd == 3:
+            name = "frames" if cfg.Data.Kind == "2d+t" else "slices"
+            gif = gifs.slices_gif(run_dir / "gifs" / f"{case.name}_{name}.gif", case.image, labels,
+                                  "frame" if name == "frames" else "slice")
+            print(f"gif: {gif}", flush=True)
+
+    seg.infer(cfg, test, make_predict(cfg, model), cfg.Sampler.BatchSize, run_dir, on_case=pictures)
+    if cfg.Output.Gifs:
+        make_gifs(cfg, model, test, run_dir)
+
+
+def _gif_input(cfg, prepared) -> np.ndarray:
+    """The network input of a GIF: the whole resized case, or the window at the centre of its foreground (or
+    of the case) in window mode."""
+    window = seg.window_of(cfg)
+    image = prepared.image
+    if not window:
+        return image
+    from ldseg_suite.data import patches
+
+    image, _ = patches.pad_to(image, window)
+    label = prepared.label
+    centre = [n // 2 for n in image.shape[:-1]]
+    if label is not None and label.shape == prepared.image.shape[:-1] and (label > 0).any():
+        label, _ = patches.pad_to(label, window)
+        centre = [int(round(c)) for c in np.argwhere(label > 0).mean(0)]
+    corner = [int(np.clip(c - w // 2, 0, n - w)) for c, w, n in zip(centre, window, image.shape[:-1])]
+    return image[tuple(slice(c, c + w) for c, w in zip(corner, window))]
+
+
 def make_gifs(cfg, model, test, run_dir: Path) -> None:
-    """Reverse-diffusion GIFs of the first [Output] Gifs test cases (network size)."""
+    """Reverse-diffusion GIFs of the first [Output] Gifs test cases (one window of each in window mode)."""
     sampler = make_sampler(cfg, model, capture=True)
-    sd = spatial_dims(cfg.Data.Kind)
-    for case, image in list(zip(test.cases, test.images))[:cfg.Output.Gifs]:
+    sd = seg.spatial_dims(cfg.Data.Kind)
+    for i in range(min(cfg.Output.Gifs, len(test))):
+        prepared = test[i]
+        image = _gif_input(cfg, prepared)
         _, out = model.segment(tf.constant(image[None]), sampler, seed=cfg.Run.Seed)
         steps = gifs.pick_frames(sampler.num_steps, cfg.Output.GifFrames)
         traj = np.asarray(out["trajectory"])[steps, 0]  # z after each reverse step; the last is the result
         segs = np.argmax(np.asarray(model.decode(traj)), -1)
         ts = np.asarray(sampler.timesteps)[steps]
-        path = gifs.reverse_diffusion_gif(run_dir / "gifs" / f"{case.name}.gif", _mid_slice(image, sd),
+        path = gifs.reverse_diffusion_gif(run_dir / "gifs" / f"{prepared.name}.gif", _mid_slice(image, sd),
                                           [_mid_slice(z, sd) for z in traj], [_mid_slice(s, sd) for s in segs], ts)
         print(f"gif: {path}", flush=True)
 
@@ -198,27 +159,26 @@ def sweep(cfg, model, test, run_dir: Path) -> None:
     """Dice against the sigma of Gaussian noise added to the normalised input; one compiled sampler."""
     sw = cfg.Sweep
     sigmas = np.round(np.arange(sw.Sigma_Start, sw.Sigma_Stop + sw.Sigma_Step / 2, sw.Sigma_Step), 6)
-    sampler = make_sampler(cfg, model)
-    rng = np.random.default_rng(cfg.Run.Seed)
-    noise = rng.standard_normal(test.images.shape).astype(np.float32)
-    rows, gif_frames = [], {c.name: [] for c in test.cases[:sw.Gifs]}
-    sd = spatial_dims(cfg.Data.Kind)
-    bar = keras.utils.Progbar(len(sigmas), unit_name="sigma", verbose=_bar_verbosity())
+    predict = make_predict(cfg, model)
+    sd = seg.spatial_dims(cfg.Data.Kind)
+    noise = [np.random.default_rng([cfg.Run.Seed, i]).standard_normal(test[i].image.shape).astype(np.float32)
+             for i in range(len(test))]
+    rows, gif_frames = [], {test[i].name: [] for i in range(min(sw.Gifs, len(test)))}
+    bar = keras.utils.Progbar(len(sigmas), unit_name="sigma", verbose=seg.bar_verbosity())
     for sigma in sigmas:
-        noisy = test.images + sigma * noise
-        probs, _ = segment_all(cfg, model, sampler, noisy)
-        for idx, (case, p) in enumerate(zip(test.cases, probs)):
-            labels = _to_original(case, p)
-            scored = pd.DataFrame(score_rows(cfg, case, labels))  # as infer scores it (per frame for 2D+t)
+        noisy = [PreparedCase(c.name, c.image + sigma * n, c.label, c.case) for c, n in zip(test, noise)]
+        predict.reset()  # the same seeds at every sigma, batched as infer batches them
+        for prepared, values in seg.segment_cases(cfg, noisy, predict, cfg.Sampler.BatchSize, progress=False):
+            labels = np.argmax(values[..., :cfg.Data.Classes], -1)
+            scored = pd.DataFrame(seg.score_rows(cfg, prepared.case, labels))  # as infer scores it
             dices = [float(scored[f"dice_{c}" if cfg.Data.Classes > 2 else "dice"].mean())
                      for c in range(1, cfg.Data.Classes)]
-            row = {"sigma": float(sigma), "case": case.name, **{f"dice_{c}": d for c, d in enumerate(dices, 1)}}
-            rows.append(row)
-            if case.name in gif_frames:
-                small = np.argmax(p, -1)
-                frame_img = np.clip(_mid_slice(noisy[idx], sd), 0, 1)
-                gif_frames[case.name].append(gifs.render(
-                    [gifs.to_rgb(frame_img), gifs.overlay(frame_img, _mid_slice(small, sd))],
+            rows.append({"sigma": float(sigma), "case": prepared.name,
+                         **{f"dice_{c}": d for c, d in enumerate(dices, 1)}})
+            if prepared.name in gif_frames:
+                frame_img = np.clip(_mid_slice(to_input_grid(prepared.image, prepared), sd), 0, 1)
+                gif_frames[prepared.name].append(gifs.render(
+                    [gifs.to_rgb(frame_img), gifs.overlay(frame_img, _mid_slice(labels, sd))],
                     ["noisy input", "prediction"], suptitle=f"sigma = {sigma:.2f}   Dice = {np.mean(dices):.3f}",
                     layout="row"))
         bar.add(1)
@@ -228,11 +188,6 @@ def sweep(cfg, model, test, run_dir: Path) -> None:
     for name, frames in gif_frames.items():
         print(f"gif: {gifs.write_gif(run_dir / 'gifs' / f'robustness_{name}.gif', frames)}")
     clean = table[table.sigma == sigmas[0]].filter(like="dice_").mean().mean()
-    print(f"sweep: {len(sigmas)} sigmas x {len(test.cases)} cases; mean Dice at sigma {sigmas[0]:g}: {clean:.4f}, "
+    print(f"sweep: {len(sigmas)} sigmas x {len(test)} cases; mean Dice at sigma {sigmas[0]:g}: {clean:.4f}, "
           f"at {sigmas[-1]:g}: {table[table.sigma == sigmas[-1]].filter(like='dice_').mean().mean():.4f} "
           f"-> {run_dir / 'sweep.csv'}", flush=True)
-
-
-def _bar_verbosity() -> int:
-    """A live progress bar on a terminal, one summary line in logs."""
-    return 1 if sys.stdout.isatty() else 2

@@ -5,7 +5,19 @@ from dataclasses import dataclass
 
 from ldseg_suite.config import Schema, field
 from ldseg_suite.errors import LDSegError
-from ldseg_suite.sections import Data, Distribute, NoiseScheduler, Output, Run, Sampler, Training, register
+from ldseg_suite.sections import (
+    Compare,
+    Data,
+    Distribute,
+    Inference,
+    NoiseScheduler,
+    Output,
+    Run,
+    Sampler,
+    Training,
+    check_divisible,
+    register,
+)
 
 
 @dataclass(frozen=True)
@@ -16,7 +28,9 @@ class Model:
     BaseChannels: int = field(32, min=4)
     ChannelMult: tuple[int, ...] = field((1, 2), min=1, length=(1, 2, 3, 4), help="denoiser UNet levels")
     Attention: bool = field(True, help="global self-attention at the denoiser's coarsest level only")
-    Weight_Noise: float = field(1.0, min=0.0, help="weight of the noise MSE")
+    Prediction: str = field("eps", choices=("eps", "x0"),
+                            help="what the denoiser predicts: the noise (the anchor) or the clean label latent")
+    Weight_Noise: float = field(1.0, min=0.0, help="weight of the MSE on the prediction (noise or clean latent)")
     Weight_CE: float = field(1.0, min=0.0, help="weight of the cross-entropy on the decoded latent")
     Weight_Dice: float = field(1.0, min=0.0, help="weight of (1 - soft Dice) on the decoded latent")
 
@@ -33,7 +47,7 @@ class Sweep:
             raise LDSegError(f"Sigma_Stop = {self.Sigma_Stop} is below Sigma_Start = {self.Sigma_Start}")
 
 
-MODES = ("train", "infer", "gif", "sweep")
+MODES = ("train", "infer", "predict", "compare", "gif", "sweep")
 
 
 def _validate(cfg):
@@ -42,16 +56,14 @@ def _validate(cfg):
     if cfg.Sampler.Sampler == "DDIM" and cfg.Sampler.Sampling_Steps > cfg.NoiseScheduler.Timesteps:
         raise LDSegError(f"[Sampler] Sampling_Steps = {cfg.Sampler.Sampling_Steps} exceeds "
                          f"[NoiseScheduler] Timesteps = {cfg.NoiseScheduler.Timesteps}")
-    factor = cfg.Model.Downsample * 2 ** (len(cfg.Model.ChannelMult) - 1)
-    for n in cfg.Data.Size:
-        if n % factor:
-            raise LDSegError(f"[Data] Size = {', '.join(map(str, cfg.Data.Size))}: every size must be divisible "
-                             f"by [Model] Downsample x 2^(levels-1) = {factor}")
+    check_divisible(cfg, cfg.Model.Downsample * 2 ** (len(cfg.Model.ChannelMult) - 1),
+                    "[Model] Downsample x 2^(levels-1)")
 
 
 SCHEMA = Schema(
     sections={"Run": Run, "Data": Data, "Model": Model, "NoiseScheduler": NoiseScheduler, "Sampler": Sampler,
-              "Training": Training, "Output": Output, "Sweep": Sweep, "Distribute": Distribute},
+              "Training": Training, "Output": Output, "Sweep": Sweep, "Inference": Inference, "Compare": Compare,
+              "Distribute": Distribute},
     validate=_validate,
 )
 register("ldseg", SCHEMA, "ldseg_suite.tasks.ldseg:run")

@@ -1,0 +1,38 @@
+"""Classical segmentation baselines that need no network: global (multi-)Otsu thresholds."""
+from __future__ import annotations
+
+import numpy as np
+from skimage.filters import threshold_multiotsu
+
+
+def _bins(image: np.ndarray, classes: int) -> np.ndarray:
+    """Intensity bins (0 .. classes-1) of the channel-mean image by global multi-Otsu thresholds of this image."""
+    grey = image.mean(axis=-1)
+    try:
+        thresholds = threshold_multiotsu(grey, classes=classes)
+    except ValueError:  # a constant image has no thresholds
+        return np.zeros(grey.shape, np.int64)
+    return np.digitize(grey, thresholds)
+
+
+class Otsu:
+    """Global Otsu (multi-Otsu for more than two classes) on each case's own intensities.
+
+    Thresholding is unsupervised; which intensity bin is which class (bright or dark foreground, the order of the
+    classes) is learnt once from the training cases by majority vote, so no test label is used.
+    """
+
+    def __init__(self, classes: int):
+        self.classes = classes
+        self.mapping = np.arange(classes)
+
+    def fit(self, pairs) -> "Otsu":
+        """``pairs``: iterable of (image (*spatial, C), label (*spatial)) training cases."""
+        counts = np.zeros((self.classes, self.classes), np.int64)
+        for image, label in pairs:
+            np.add.at(counts, (_bins(image, self.classes).ravel(), np.clip(label, 0, self.classes - 1).ravel()), 1)
+        self.mapping = counts.argmax(axis=1)
+        return self
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        return self.mapping[_bins(image, self.classes)].astype(np.uint8)
