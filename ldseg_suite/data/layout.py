@@ -298,6 +298,16 @@ def find_inputs(path, channels: int | None = None) -> list[CasePaths]:
     return sorted(cases, key=lambda c: natural_key(c.name))
 
 
+def require_labels(cases) -> None:
+    """Training cases must all have a label: one line naming the first image without one."""
+    missing = [c for c in cases if c.label is None]
+    if missing:
+        c = missing[0]
+        raise LDSegError(f"{c.image}: no label found for case {c.name}; training needs a label for every training "
+                         f"case ({len(missing)} of {len(list(cases))} have none; a label is named {c.name} or "
+                         f"{c.name}_label, _seg, _mask, _anno ... in the label folder)")
+
+
 # ------------------------------------------------------------------------------------------- dataset.json
 
 def dataset_info(root, layout: str = "auto") -> DatasetInfo | None:

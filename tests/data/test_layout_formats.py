@@ -284,3 +284,14 @@ def test_config_takes_left_out_classes_and_channels_from_dataset_json(tmp_path):
         _data_cfg(root, "Classes = 1\n")
     with pytest.raises(LDSegError, match=r"\[Data\] Layout = grid: expected one of auto, folders, glas, msd"):
         _data_cfg(root, "Layout = grid\n")
+
+
+def test_require_labels_names_the_first_unlabelled_image(tmp_path):
+    cases = layout.find_cases(make_anchor_folder(tmp_path, "2d"))
+    layout.require_labels(cases)
+    (tmp_path / "anchor_2d" / "Label" / "Case2_label.bmp").unlink()
+    with pytest.raises(LDSegError) as exc:
+        layout.require_labels(layout.find_cases(tmp_path / "anchor_2d"))
+    msg = str(exc.value)
+    assert msg.startswith(str(tmp_path / "anchor_2d" / "Image" / "Case2.bmp") + ": no label found for case Case2")
+    assert "training needs a label for every training case (1 of 3 have none" in msg
