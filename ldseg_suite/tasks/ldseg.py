@@ -33,13 +33,14 @@ def build_model(cfg) -> LDSeg:
     return model
 
 
-def run(cfg, mode: str, out: Path, overwrite: bool = False, input_path=None) -> int:
-    run_dir = open_run(cfg, mode, out, overwrite, OUTPUTS)
+def run(cfg, mode: str, out: Path, overwrite: bool = False, input_path=None, shard=None) -> int:
+    run_dir = open_run(cfg, mode, out, overwrite, seg.protected_outputs(OUTPUTS, mode, shard))
     if mode == "predict":
         if input_path is None:
             raise LDSegError("--mode predict needs --input PATH (an image/volume or a folder of them)")
         model = load_trained(cfg, run_dir)
-        return seg.predict(cfg, make_predict(cfg, model), cfg.Sampler.BatchSize, input_path, run_dir, overwrite)
+        return seg.predict(cfg, make_predict(cfg, model), cfg.Sampler.BatchSize, input_path, run_dir, overwrite,
+                           shard)
     data = seg.open_cases(cfg, run_dir)
     if mode == "train":
         seg.train(cfg, data, run_dir, lambda: build_model(cfg))
@@ -53,7 +54,10 @@ def run(cfg, mode: str, out: Path, overwrite: bool = False, input_path=None) -> 
 
         compare.run_compare(cfg, model, data, run_dir)
         return 0
-    {"infer": infer, "gif": make_gifs, "sweep": sweep}[mode](cfg, model, test, run_dir)
+    if mode == "infer":
+        infer(cfg, model, test, run_dir, shard)
+    else:
+        {"gif": make_gifs, "sweep": sweep}[mode](cfg, model, test, run_dir)
     return 0
 
 
@@ -95,7 +99,7 @@ def _mid_slice(a: np.ndarray, spatial: int) -> np.ndarray:
     return a if spatial == 2 else np.take(a, a.shape[2] // 2, axis=2)
 
 
-def infer(cfg, model, test, run_dir: Path) -> None:
+def infer(cfg, model, test, run_dir: Path, shard=None) -> None:
     sd = seg.spatial_dims(cfg.Data.Kind)
 
     def pictures(i, prepared, labels):
@@ -114,8 +118,8 @@ def infer(cfg, model, test, run_dir: Path) -> None:
                                   "frame" if name == "frames" else "slice")
             print(f"gif: {gif}", flush=True)
 
-    seg.infer(cfg, test, make_predict(cfg, model), cfg.Sampler.BatchSize, run_dir, on_case=pictures)
-    if cfg.Output.Gifs:
+    seg.infer(cfg, test, make_predict(cfg, model), cfg.Sampler.BatchSize, run_dir, on_case=pictures, shard=shard)
+    if cfg.Output.Gifs and (shard is None or shard[0] == 0):
         make_gifs(cfg, model, test, run_dir)
 
 

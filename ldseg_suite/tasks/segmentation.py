@@ -19,6 +19,7 @@ import pandas as pd
 from ldseg_suite import distribute, metrics, training
 from ldseg_suite.data import cases, layout, pipeline, readers, splits
 from ldseg_suite.errors import LDSegError
+from ldseg_suite.inference import shard as sharding
 from ldseg_suite.tasks.common import atomic_csv
 
 PREDICT_STATUS_FAILED = 3  # exit code of --mode predict when some cases failed
@@ -175,10 +176,33 @@ def _write_outputs(cfg, pred_dir: Path, case: layout.Case, values: np.ndarray) -
     return labels
 
 
-def infer(cfg, reader, predict, batch_size: int, run_dir: Path, on_case=None) -> pd.DataFrame | None:
-    """Segment every case of ``reader``, write predictions, score the labelled ones into ``metrics.csv``."""
+def protected_outputs(outputs: dict, mode: str, shard) -> dict:
+    """A shard (``--shard K/N``) protects only its own table: the shards share ``predictions/``."""
+    if shard is None or mode not in ("infer", "predict"):
+        return outputs
+    name = "metrics.csv" if mode == "infer" else "predict.csv"
+    return {**outputs, mode: [sharding.table_name(name, *shard)]}
+
+
+def _table_path(run_dir: Path, name: str, shard) -> Path:
+    return run_dir / (sharding.table_name(name, *shard) if shard else name)
+
+
+def _merge(run_dir: Path, name: str, shard, order) -> None:
+    if shard is not None:
+        merged = sharding.merge_tables(run_dir, name, shard[1], order=order)
+        print(f"shard {shard[0]}/{shard[1]}: " + (f"all shards done, merged -> {merged}" if merged else
+                                                  f"wrote {sharding.table_name(name, *shard)}"), flush=True)
+
+
+def infer(cfg, reader, predict, batch_size: int, run_dir: Path, on_case=None, shard=None) -> pd.DataFrame | None:
+    """Segment every case of ``reader`` (or shard K of N of them), write predictions, score the labelled ones
+    into ``metrics.csv``."""
     if not len(reader):
         raise LDSegError(f"[Data] Split = {', '.join(map(str, cfg.Data.Split))}: the test split is empty")
+    order = reader.names
+    if shard is not None:
+        reader = cases.CaseReader(sharding.select(reader.paths, *shard), cfg.Data)
     pred_dir = run_dir / "predictions"
     pred_dir.mkdir(exist_ok=True)
     rows, start = [], time.time()
@@ -192,7 +216,8 @@ def infer(cfg, reader, predict, batch_size: int, run_dir: Path, on_case=None) ->
     if not rows:
         return None
     table = mean_row(pd.DataFrame(rows))
-    atomic_csv(table, run_dir / "metrics.csv")
+    atomic_csv(table, _table_path(run_dir, "metrics.csv", shard))
+    _merge(run_dir, "metrics.csv", shard, order)
     mean = table.iloc[-1]
     per_class = "  ".join(f"dice_{c} {mean[f'dice_{c}']:.4f}" for c in range(1, cfg.Data.Classes)
                           if f"dice_{c}" in mean)
@@ -217,14 +242,17 @@ def list_inputs(path: Path, kind: str) -> list[Path]:
     return sorted(found, key=lambda p: layout.natural_key(p.name))
 
 
-def predict(cfg, predict_fn, batch_size: int, input_path, run_dir: Path, overwrite: bool) -> int:
+def predict(cfg, predict_fn, batch_size: int, input_path, run_dir: Path, overwrite: bool, shard=None) -> int:
     """Segment new scans at their own geometry into ``run_dir/predictions``; one bad case is reported in
     ``predict.csv`` and on stderr and the rest go on. Cases already predicted are skipped unless ``overwrite``.
-    Returns 0 when every case succeeded, 3 when some failed."""
+    ``shard`` (K, N) segments only cases K, K + N, ... Returns 0 when every case succeeded, 3 when some failed."""
     files = list_inputs(input_path, cfg.Data.Kind)
+    order = [layout.stem(p) for p in files]
+    if shard is not None:
+        files = sharding.select(files, *shard)
     pred_dir = run_dir / "predictions"
     pred_dir.mkdir(parents=True, exist_ok=True)
-    csv_path = run_dir / "predict.csv"
+    csv_path = _table_path(run_dir, "predict.csv", shard)
     earlier = {}
     if csv_path.is_file() and not overwrite:
         earlier = {r["case"]: r for r in pd.read_csv(csv_path, dtype={"message": str}).to_dict("records")}
@@ -257,6 +285,7 @@ def predict(cfg, predict_fn, batch_size: int, input_path, run_dir: Path, overwri
         rows.append(row)
         bar.add(1)
     atomic_csv(pd.DataFrame(rows), csv_path)
+    _merge(run_dir, "predict.csv", shard, order)
     done = len(files) - failed
     print(f"predicted {done} of {len(files)} cases ({skipped} already done, {failed} failed) -> {pred_dir}; "
           f"table: {csv_path}", flush=True)

@@ -35,16 +35,17 @@ def make_predict(model: UNetSeg):
     return lambda batch: np.asarray(compiled(tf.constant(batch, tf.float32)))
 
 
-def run(cfg, mode: str, out: Path, overwrite: bool = False, input_path=None) -> int:
-    run_dir = open_run(cfg, mode, out, overwrite, OUTPUTS)
+def run(cfg, mode: str, out: Path, overwrite: bool = False, input_path=None, shard=None) -> int:
+    run_dir = open_run(cfg, mode, out, overwrite, seg.protected_outputs(OUTPUTS, mode, shard))
     batch = cfg.Inference.BatchSize
     if mode == "predict":
         if input_path is None:
             raise LDSegError("--mode predict needs --input PATH (an image/volume or a folder of them)")
-        return seg.predict(cfg, make_predict(load_trained(cfg, run_dir)), batch, input_path, run_dir, overwrite)
+        return seg.predict(cfg, make_predict(load_trained(cfg, run_dir)), batch, input_path, run_dir, overwrite,
+                           shard)
     data = seg.open_cases(cfg, run_dir)
     if mode == "train":
         seg.train(cfg, data, run_dir, lambda: build_model(cfg))
         return 0
-    seg.infer(cfg, data["test"], make_predict(load_trained(cfg, run_dir)), batch, run_dir)
+    seg.infer(cfg, data["test"], make_predict(load_trained(cfg, run_dir)), batch, run_dir, shard=shard)
     return 0
