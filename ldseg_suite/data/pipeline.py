@@ -161,3 +161,19 @@ def case_dataset(reader, classes: int, batch_size: int, patch=(), size=(), fg_fr
         ds = ds.map(lambda x, y, i: (x, y))
     ds = ds.map(lambda x, y: (x, tf.one_hot(y, classes, dtype=tf.float32)), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def array_dataset(arrays, batch_size: int, seed: int = 0, map_fn=None, shuffle: bool = True, repeat: bool = True,
+                  drop_remainder: bool = True) -> tf.data.Dataset:
+    """Batches of in-memory arrays without labels (or any tuple of arrays): slices for TPDM, cine slices for DiffAE,
+    images for the 2D generators. Shuffled per epoch (seeded) before ``repeat``; ``map_fn`` (e.g. a seeded
+    augmentation) runs in parallel."""
+    ds = tf.data.Dataset.from_tensor_slices(arrays)
+    n = len(arrays[0]) if isinstance(arrays, tuple) else len(arrays)
+    if shuffle:
+        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    if map_fn is not None:
+        ds = ds.map(map_fn, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)

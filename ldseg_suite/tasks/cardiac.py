@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ldseg_suite import distribute, training
+from ldseg_suite.data import pipeline
 from ldseg_suite.data.cardiac import make_cardiac_case
 from ldseg_suite.models.ddim import DDIM
 from ldseg_suite.models.diffae import DiffAE
@@ -65,14 +66,11 @@ def run(cfg, mode: str, out: Path, overwrite: bool = False) -> int:
 
 
 def train(cfg, run_dir: Path) -> None:
-    import tensorflow as tf
 
     t = cfg.Training
     images = slices_of(phantom_cases(cfg.Phantom, "train"))
     print(f"data: {cfg.Phantom.Cases} training phantoms, {len(images)} short-axis slices", flush=True)
-    ds = (tf.data.Dataset.from_tensor_slices(images).shuffle(len(images), seed=cfg.Run.Seed).repeat()
-          .map(_flip, num_parallel_calls=tf.data.AUTOTUNE)
-          .batch(t.BatchSize, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+    ds = pipeline.array_dataset(images, t.BatchSize, seed=cfg.Run.Seed, map_fn=_flip)
     steps = t.StepsPerEpoch or max(1, len(images) // t.BatchSize)
     start = time.time()
     training.fit(lambda: build_model(cfg), ds, steps, t.Epochs, run_dir, t,
