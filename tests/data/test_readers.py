@@ -187,3 +187,21 @@ def test_write_nifti_like_of_a_plain_geometry_uses_its_affine(tmp_path):
     readers.write_nifti_like(tmp_path / "n.nii.gz", np.ones((4, 4, 2), np.uint8), geom)
     back, g = readers.read_nifti(tmp_path / "n.nii.gz")
     assert back.sum() == 32 and g.affine.tolist() == np.eye(4).tolist()
+
+
+def test_multichannel_volume_reorients_spatial_axes_only(tmp_path):
+    import nibabel as nib
+
+    from tests.data.fixtures import store_reoriented
+
+    vol = np.random.default_rng(0).random((4, 5, 6, 2)).astype(np.float32)  # MSD: channels on the 4th axis
+    readers.write_nifti(tmp_path / "a.nii.gz", vol, np.diag([1.0, 2.0, 3.0, 1.0]))
+    store_reoriented(tmp_path / "a.nii.gz", tmp_path / "b.nii.gz", ("S", "L", "P"))
+    arr, geom = readers.read_nifti(tmp_path / "b.nii.gz")
+    assert nib.load(str(tmp_path / "b.nii.gz")).shape == (6, 4, 5, 2)
+    np.testing.assert_array_equal(arr, vol)
+    assert geom.shape == (4, 5, 6) and geom.spacing == (1.0, 2.0, 3.0)
+    readers.write_nifti_like(tmp_path / "c.nii.gz", arr, geom)
+    back = nib.load(str(tmp_path / "c.nii.gz"))
+    np.testing.assert_array_equal(back.affine, nib.load(str(tmp_path / "b.nii.gz")).affine)
+    assert back.shape == (6, 4, 5, 2) and back.header.get_zooms() == (3.0, 1.0, 2.0, 1.0)
