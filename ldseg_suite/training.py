@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ldseg_suite import distribute
 from ldseg_suite.errors import LDSegError
 
 LATEST = "latest.json"
@@ -46,7 +47,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 def save_checkpoint(model, ckpt_dir: Path, epoch: int, keep: int = 2) -> Path:
     """Save the whole model after ``epoch`` (1-based count of completed epochs) atomically."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    name = f"epoch_{epoch:04d}.keras"
+    name = checkpoint_path(ckpt_dir, epoch).name
     tmp = ckpt_dir / f"tmp_{name}"
     model.save(tmp)
     os.replace(tmp, ckpt_dir / name)
@@ -55,6 +56,11 @@ def save_checkpoint(model, ckpt_dir: Path, epoch: int, keep: int = 2) -> Path:
     for old in sorted(ckpt_dir.glob("epoch_*.keras"))[:-keep]:
         old.unlink()
     return ckpt_dir / name
+
+
+def checkpoint_path(ckpt_dir: Path, epoch: int) -> Path:
+    """The checkpoint file written after ``epoch`` completed epochs."""
+    return Path(ckpt_dir) / f"epoch_{epoch:04d}.keras"
 
 
 def latest_checkpoint(ckpt_dir: Path):
@@ -171,16 +177,31 @@ def ema_warning(momentum: float, total_steps: int) -> str | None:
 
 
 def fit(build_model, train_ds, steps_per_epoch: int, epochs: int, run_dir: Path, training_cfg, val_ds=None,
-        val_steps=None, strategy=None, loss=None, metrics=None):
+        val_steps=None, strategy=None, loss=None, metrics=None, file_backed: bool = False):
     """Train to ``epochs`` total epochs, resuming from ``run_dir/checkpoints`` when it has a checkpoint.
 
     ``build_model()`` makes a new built model (called inside ``strategy.scope()``); ``loss`` and ``metrics`` go
     to ``compile`` for models that use Keras' own train_step. Returns the trained
     model with its EMA weights swapped in, also exported to ``run_dir/model.weights.h5``.
+
+    Multi-worker: every worker calls this with its own ``run_dir`` (``distribute.prepare``: the chief's ``--out``,
+    a temporary folder for the others) and saves there, as TensorFlow's multi-worker tutorial does; the workers
+    agree to resume from the smallest completed epoch any of them has. ``train_ds`` and ``val_ds`` are sharded
+    over workers by file when ``file_backed`` (file-reading tf.data sources), else by data.
     """
     strategy = strategy or tf.distribute.get_strategy()
+    options = distribute.shard_options(file_backed)
+    train_ds = train_ds.with_options(options) if isinstance(train_ds, tf.data.Dataset) else train_ds
+    val_ds = val_ds.with_options(options) if isinstance(val_ds, tf.data.Dataset) else val_ds
     ckpt_dir = run_dir / "checkpoints"
     path, done = latest_checkpoint(ckpt_dir)
+    agreed = distribute.agree_on_epoch(strategy, done)
+    if agreed != done:  # another worker was stopped before saving its last checkpoint
+        path = checkpoint_path(ckpt_dir, agreed) if agreed else None
+        if path is not None and not path.is_file():
+            raise LDSegError(f"{ckpt_dir}: the other workers resume from epoch {agreed} but {path.name} is gone")
+        print(f"another worker completed only {agreed} epochs: resuming from there", flush=True)
+        done = agreed
     with strategy.scope():
         if path is not None:
             if not training_cfg.Resume:
@@ -192,6 +213,7 @@ def fit(build_model, train_ds, steps_per_epoch: int, epochs: int, run_dir: Path,
             model = build_model()
             model.compile(optimizer=make_optimizer(training_cfg), loss=loss, metrics=metrics,
                           jit_compile=training_cfg.JitCompile)
+    distribute.fit_ready(model, strategy)
     note = ema_warning(training_cfg.EMA, steps_per_epoch * epochs)
     if note:
         print(f"warning: {note}", file=sys.stderr, flush=True)
