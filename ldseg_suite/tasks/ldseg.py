@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import imageio.v3 as iio
 import keras
 import numpy as np
 import pandas as pd
@@ -14,10 +13,11 @@ from ldseg_suite.errors import LDSegError
 from ldseg_suite.models.ldseg import LDSeg
 from ldseg_suite.tasks import segmentation as seg
 from ldseg_suite.tasks.common import atomic_csv, load_trained_weights, open_run
+from ldseg_suite.tasks.segmentation import mid_slice
 from ldseg_suite.viz import gifs, plots
 
 OUTPUTS = {"train": [], "infer": ["predictions", "metrics.csv"], "predict": [], "compare": ["compare.csv"],
-           "gif": ["gifs"], "sweep": ["sweep.csv", "sweep.png"]}
+           "diagnose": ["diagnose.csv"], "gif": ["gifs"], "sweep": ["sweep.csv", "sweep.png"]}
 
 
 def build_model(cfg) -> LDSeg:
@@ -47,12 +47,17 @@ def run(cfg, mode: str, out: Path, overwrite: bool = False, input_path=None, sha
         return 0
     model = load_trained(cfg, run_dir)
     test = data["test"]
-    if mode in ("sweep", "compare") and not test.has_labels():
+    if mode in ("sweep", "compare", "diagnose") and not test.has_labels():
         raise LDSegError(f"[Data] Root = {cfg.Data.Root}: --mode {mode} needs labels for the test cases")
     if mode == "compare":
         from ldseg_suite.tasks import compare
 
         compare.run_compare(cfg, model, data, run_dir)
+        return 0
+    if mode == "diagnose":
+        from ldseg_suite.tasks.ldseg_diagnose import diagnose
+
+        diagnose(cfg, model, test, run_dir)
         return 0
     if mode == "infer":
         infer(cfg, model, test, run_dir, shard)
@@ -94,25 +99,12 @@ def make_predict(cfg, model, samples: int | None = None):
     return predict
 
 
-def _mid_slice(a: np.ndarray, spatial: int) -> np.ndarray:
-    """The middle slice along the third spatial axis of a 3D array (2D arrays pass through)."""
-    return a if spatial == 2 else np.take(a, a.shape[2] // 2, axis=2)
-
-
 def infer(cfg, model, test, run_dir: Path, shard=None) -> None:
     sd = seg.spatial_dims(cfg.Data.Kind)
 
     def pictures(i, prepared, labels):
-        if i >= cfg.Output.Gifs:
-            return
         case = prepared.case
-        image = _mid_slice(case.image, sd)
-        overlay = gifs.render([gifs.to_rgb(image), gifs.overlay(image, _mid_slice(labels, sd))],
-                              ["image", "prediction"], suptitle=case.name, layout="row", panel_inches=3.0)
-        path = run_dir / "overlays" / f"{case.name}.png"
-        path.parent.mkdir(exist_ok=True)
-        iio.imwrite(path, overlay)
-        if sd == 3:
+        if i < cfg.Output.Gifs and sd == 3:
             name = "frames" if cfg.Data.Kind == "2d+t" else "slices"
             gif = gifs.slices_gif(run_dir / "gifs" / f"{case.name}_{name}.gif", case.image, labels,
                                   "frame" if name == "frames" else "slice")
@@ -154,8 +146,8 @@ def make_gifs(cfg, model, test, run_dir: Path) -> None:
         traj = np.asarray(out["trajectory"])[steps, 0]  # z after each reverse step; the last is the result
         segs = np.argmax(np.asarray(model.decode(traj)), -1)
         ts = np.asarray(sampler.timesteps)[steps]
-        path = gifs.reverse_diffusion_gif(run_dir / "gifs" / f"{prepared.name}.gif", _mid_slice(image, sd),
-                                          [_mid_slice(z, sd) for z in traj], [_mid_slice(s, sd) for s in segs], ts)
+        path = gifs.reverse_diffusion_gif(run_dir / "gifs" / f"{prepared.name}.gif", mid_slice(image, sd),
+                                          [mid_slice(z, sd) for z in traj], [mid_slice(s, sd) for s in segs], ts)
         print(f"gif: {path}", flush=True)
 
 
@@ -180,9 +172,9 @@ def sweep(cfg, model, test, run_dir: Path) -> None:
             rows.append({"sigma": float(sigma), "case": prepared.name,
                          **{f"dice_{c}": d for c, d in enumerate(dices, 1)}})
             if prepared.name in gif_frames:
-                frame_img = np.clip(_mid_slice(to_input_grid(prepared.image, prepared), sd), 0, 1)
+                frame_img = np.clip(mid_slice(to_input_grid(prepared.image, prepared), sd), 0, 1)
                 gif_frames[prepared.name].append(gifs.render(
-                    [gifs.to_rgb(frame_img), gifs.overlay(frame_img, _mid_slice(labels, sd))],
+                    [gifs.to_rgb(frame_img), gifs.overlay(frame_img, mid_slice(labels, sd))],
                     ["noisy input", "prediction"], suptitle=f"sigma = {sigma:.2f}   Dice = {np.mean(dices):.3f}",
                     layout="row"))
         bar.add(1)

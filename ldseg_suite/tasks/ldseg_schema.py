@@ -47,7 +47,7 @@ class Sweep:
             raise LDSegError(f"Sigma_Stop = {self.Sigma_Stop} is below Sigma_Start = {self.Sigma_Start}")
 
 
-MODES = ("train", "infer", "predict", "compare", "gif", "sweep")
+MODES = ("train", "infer", "predict", "compare", "diagnose", "gif", "sweep")
 
 
 def _validate(cfg):

@@ -165,6 +165,30 @@ def write_prediction(pred_dir: Path, case: layout.Case, labels: np.ndarray, suff
     return readers.write_nifti(path, labels, case.geometry.affine)
 
 
+def mid_slice(a: np.ndarray, spatial: int) -> np.ndarray:
+    """The middle slice along the third spatial axis of a 3D array (2D arrays pass through)."""
+    return a if spatial == 2 else np.take(a, a.shape[2] // 2, axis=2)
+
+
+def write_overlay(run_dir: Path, cfg, case: layout.Case, labels: np.ndarray) -> Path:
+    """``overlays/<case>.png``: the image (middle slice for volumes) beside the predicted labels over it."""
+    import imageio.v3 as iio
+
+    from ldseg_suite.viz import gifs
+
+    sd = spatial_dims(cfg.Data.Kind)
+    image = mid_slice(case.image, sd)
+    panels, titles = [gifs.to_rgb(image), gifs.overlay(image, mid_slice(labels, sd))], ["image", "prediction"]
+    if case.label is not None:
+        panels.append(gifs.overlay(image, mid_slice(case.label, sd)))
+        titles.append("reference")
+    frame = gifs.render(panels, titles, suptitle=case.name, layout="row", panel_inches=3.0)
+    path = run_dir / "overlays" / f"{case.name}.png"
+    path.parent.mkdir(exist_ok=True)
+    iio.imwrite(path, frame)
+    return path
+
+
 def _write_outputs(cfg, pred_dir: Path, case: layout.Case, values: np.ndarray) -> np.ndarray:
     """Write the label map (and the uncertainty map when values carry one); returns the label map."""
     k = cfg.Data.Classes
@@ -210,6 +234,8 @@ def infer(cfg, reader, predict, batch_size: int, run_dir: Path, on_case=None, sh
         labels = _write_outputs(cfg, pred_dir, prepared.case, values)
         if prepared.case.label is not None:
             rows.extend(score_rows(cfg, prepared.case, labels))
+        if i < max(cfg.Output.Gifs, 1):
+            write_overlay(run_dir, cfg, prepared.case, labels)
         if on_case is not None:
             on_case(i, prepared, labels)
     print(f"segmented {len(reader)} cases in {time.time() - start:.1f} s -> {pred_dir}", flush=True)

@@ -179,3 +179,8 @@ def test_compare_tables_ldseg_unet_and_otsu_with_sign_tests(tmp_path):
         assert table[f"dice_{m}"].iloc[-1] == pytest.approx(table[f"dice_{m}"].iloc[:-1].mean(), abs=1e-4)
     md = (out / "compare.md").read_text()
     assert "| unet |" in md and "vs otsu" in md and "p = " in md
+
+    assert cli.main(["--cfg", str(ld_cfg), "--mode", "diagnose", "--out", str(out)]) == 0
+    diag = pd.read_csv(out / "diagnose.csv")
+    assert {"ceiling", "one_step_t0", "one_step_t49", "sampled"} <= set(diag.columns)
+    assert diag.drop(columns="case").stack().between(0, 1).all()
