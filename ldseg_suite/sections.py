@@ -46,6 +46,8 @@ class Data:
     ForegroundFraction: float = field(0.33, min=0.0, max=1.0,
                                       help="share of training patches centred on a random foreground voxel")
     Cache: int = field(16, min=0, help="cases kept in memory by the lazy reader (0 = read every time)")
+    Verify: bool = field(True, help="read and check every case once when a run starts (a bad file is reported "
+                                    "before training; set false to skip the pass over a huge cohort)")
 
     def validate(self):
         if self.Classes == 1:

@@ -77,14 +77,26 @@ class CaseReader:
                 self._cache.move_to_end(i)
                 return self._cache[i]
         p = self.paths[i]
-        case = layout.load_case(p, self.cfg.Kind, self.cfg.Classes, self.cfg.Binarize)
-        prepared = prepare(case, self.cfg, source=p.image)
+        prepared = prepare(self.load(p), self.cfg, source=p.image)
         if self.cache_size:
             with self._lock:
                 self._cache[i] = prepared
                 while len(self._cache) > self.cache_size:
                     self._cache.popitem(last=False)
         return prepared
+
+    def load(self, p: layout.CasePaths) -> layout.Case:
+        """Read and check one case as stored (channels, label shape and values; RAS+ unless Orientation =
+        stored)."""
+        c = self.cfg
+        return layout.load_case(p, c.Kind, c.Classes, c.Binarize, channels=c.Channels,
+                                canonical=c.Orientation == "RAS")
+
+    def verify(self) -> None:
+        """Read every case once (nothing kept): a bad file stops the run at its start with one line naming it,
+        not hours into training."""
+        for p in self.paths:
+            self.load(p)
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))

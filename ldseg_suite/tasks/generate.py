@@ -61,8 +61,8 @@ def build_model(cfg):
         m, p = cfg.Model, cfg.Prior
         args = (size, m.LatentDim, m.BaseChannels, m.Levels, m.Beta)
         kw = dict(energy_hidden=p.EnergyHidden, langevin_steps=p.LangevinSteps, langevin_step_size=p.LangevinStepSize,
-                  seed=cfg.Run.Seed, dice_weight=0.0,
-                  standardize=p.Standardize)
+                  seed=cfg.Run.Seed, dice_weight=0.0, standardize=p.Standardize, grad_penalty=p.GradPenalty,
+                  train_backbone=p.TrainBackbone)
         model = ShapeLEBM(*args, **kw) if method == "lebm_2d" else ShapeLSDEBM(*args, segments=cfg.Diffusion.Segments,
                                                                                **kw)
     model.build((None, *size, 1))
@@ -93,12 +93,25 @@ def train(cfg, run_dir: Path) -> None:
     steps = t.StepsPerEpoch or max(1, len(images) // t.BatchSize)
     classifier = cfg.Run.Method == "fid_classifier"  # uses Keras' own train_step with cross-entropy
     start = time.time()
-    training.fit(lambda: build_model(cfg), ds, steps, t.Epochs, run_dir, t,
+    training.fit(lambda: with_backbone(build_model(cfg), cfg), ds, steps, t.Epochs, run_dir, t,
                  strategy=distribute.strategy_for(cfg.Distribute.Strategy),
                  loss=keras.losses.CategoricalCrossentropy(from_logits=True) if classifier else None,
                  metrics=["accuracy"] if classifier else None)
     print(f"trained to epoch {t.Epochs} in {time.time() - start:.0f} s; weights: "
           f"{run_dir / training.FINAL_WEIGHTS}", flush=True)
+
+
+def with_backbone(model, cfg):
+    """``model`` with encoder and generator copied from ``[Prior] Backbone`` (a weights file of a model of the same
+    method and [Model]), if set."""
+    backbone = getattr(getattr(cfg, "Prior", None), "Backbone", "")
+    if backbone:
+        source = build_model(cfg)
+        training.load_weights(source, Path(backbone), "[Prior] Backbone")
+        for dst, src in zip(model.backbone_weights(), source.backbone_weights(), strict=True):
+            dst.assign(src)
+        print(f"backbone: {backbone} ({'trained further' if cfg.Prior.TrainBackbone else 'fixed'})", flush=True)
+    return model
 
 
 def _load(cfg, run_dir: Path | None):

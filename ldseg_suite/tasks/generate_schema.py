@@ -29,6 +29,13 @@ class Prior:
     EnergyHidden: int = field(200, min=8, help="width of the latent energy MLP")
     LangevinSteps: int = field(30, min=1, help="short-run Langevin steps (LSD-EBM: per segment)")
     LangevinStepSize: float = field(0.1, min=0.0, help="Langevin step size (LSD-EBM: times sqrt(beta_t))")
+    Backbone: str = field("", help="weights file of a model of this config's method whose encoder and generator "
+                                   "are loaded before training ('' = train them from scratch)")
+    TrainBackbone: bool = field(True, help="false: keep the Backbone's encoder and generator fixed and train the "
+                                           "energy only (needs Backbone)")
+    GradPenalty: float = field(0.0, min=0.0, help="weight of the mean squared gradient |dE/dz|^2 of the energy at "
+                                                 "positives and negatives (0 = off): a smooth energy without deep "
+                                                 "wells off the data for the sampling chains to drift into")
     Standardize: bool = field(False, help="the energy (and LSD-EBM's diffusion) work on the latent standardised "
                                           "per dimension by the running mean / std of the training posterior "
                                           "samples")
@@ -78,6 +85,9 @@ MODES = {"ebm": ("train", "sample"), "lebm_2d": ("train", "sample"), "lsd_ebm_2d
 def _validate(cfg):
     if cfg.Run.Mode not in MODES[cfg.Run.Method]:
         raise LDSegError(f"[Run] Mode = {cfg.Run.Mode}: expected one of {', '.join(MODES[cfg.Run.Method])}")
+    prior = getattr(cfg, "Prior", None)
+    if prior is not None and not prior.TrainBackbone and not prior.Backbone:
+        raise LDSegError("[Prior] TrainBackbone = false needs [Prior] Backbone (the weights to keep fixed)")
     if "Model" in cfg and cfg.Images.Size % 2 ** cfg.Model.Levels:
         raise LDSegError(f"[Images] Size = {cfg.Images.Size}: must be divisible by 2^[Model] Levels = "
                          f"{2 ** cfg.Model.Levels}")

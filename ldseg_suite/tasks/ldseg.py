@@ -178,7 +178,7 @@ def sweep(cfg, model, test, run_dir: Path) -> None:
                     ["noisy input", "prediction"], suptitle=f"sigma = {sigma:.2f}   Dice = {np.mean(dices):.3f}",
                     layout="row"))
         bar.add(1)
-    table = pd.DataFrame(rows)
+    table = seg.name_columns(pd.DataFrame(rows), cfg)
     atomic_csv(table, run_dir / "sweep.csv")
     plots.robustness_plot(table, run_dir / "sweep.png", title=f"{Path(cfg.source).stem}: Dice vs input noise")
     for name, frames in gif_frames.items():

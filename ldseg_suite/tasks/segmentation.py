@@ -71,6 +71,9 @@ def open_cases(cfg, run_dir: Path) -> dict[str, cases.CaseReader]:
         splits.write_split(run_split, split)
     by_name = {p.name: p for p in paths}
     out = {part: cases.CaseReader([by_name[n] for n in split[part]], cfg.Data) for part in splits.PARTS}
+    if cfg.Data.Verify:
+        for reader in out.values():
+            reader.verify()
     print(f"data: {root}: " + ", ".join(f"{k} {len(v)}" for k, v in out.items())
           + (f" (split from {source})" if source is not None else ""), flush=True)
     return out
@@ -79,8 +82,7 @@ def open_cases(cfg, run_dir: Path) -> dict[str, cases.CaseReader]:
 # -- training ------------------------------------------------------------------------------------------------
 def train(cfg, data: dict, run_dir: Path, build_model) -> None:
     tr, d, t = data["train"], cfg.Data, cfg.Training
-    if not len(tr) or not tr.has_labels():
-        raise LDSegError(f"[Data] Root = {d.Root}: training needs a label for every training case")
+    layout.require_labels(tr.paths)
     kw = dict(patch=d.Patch, size=d.Size, fg_fraction=d.ForegroundFraction, channels=d.Channels)
     ds = pipeline.case_dataset(tr, d.Classes, t.BatchSize, augment=d.Augment, shuffle=True, seed=cfg.Run.Seed,
                                repeat=True, **kw)
@@ -147,6 +149,23 @@ def score_rows(cfg, case: layout.Case, labels: np.ndarray) -> list[dict]:
     return [_summarise({"case": case.name, "frame": f,
                         **metrics.per_class(labels[..., f], case.label[..., f], k, spacing[:2])}, k)
             for f in range(labels.shape[-1])]
+
+
+def class_names(cfg) -> tuple | None:
+    """Class names from ``[Data] Root/dataset.json`` (MSD / nnU-Net), or None (numbers are used)."""
+    if cfg.Data.Binarize or not Path(cfg.Data.Root).is_dir():
+        return None
+    info = layout.dataset_info(cfg.Data.Root)
+    return tuple(info.class_names) if info is not None and info.class_names else None
+
+
+def name_columns(table: pd.DataFrame, cfg) -> pd.DataFrame:
+    """``dice_1`` -> ``dice_<class name>`` (and iou_, hd95_) when the data set names its classes."""
+    names = class_names(cfg)
+    if not names:
+        return table
+    return table.rename(columns={f"{m}_{c}": f"{m}_{names[c]}" for m in ("dice", "iou", "hd95")
+                                 for c in range(1, len(names))})
 
 
 def mean_row(table: pd.DataFrame) -> pd.DataFrame:
@@ -241,12 +260,11 @@ def infer(cfg, reader, predict, batch_size: int, run_dir: Path, on_case=None, sh
     print(f"segmented {len(reader)} cases in {time.time() - start:.1f} s -> {pred_dir}", flush=True)
     if not rows:
         return None
-    table = mean_row(pd.DataFrame(rows))
+    table = name_columns(mean_row(pd.DataFrame(rows)), cfg)
     atomic_csv(table, _table_path(run_dir, "metrics.csv", shard))
     _merge(run_dir, "metrics.csv", shard, order)
     mean = table.iloc[-1]
-    per_class = "  ".join(f"dice_{c} {mean[f'dice_{c}']:.4f}" for c in range(1, cfg.Data.Classes)
-                          if f"dice_{c}" in mean)
+    per_class = "  ".join(f"{c} {mean[c]:.4f}" for c in table.columns if c.startswith("dice_"))
     print(f"held-out mean ({len(reader)} cases{', per frame' if 'frame' in table else ''}): "
           f"dice {mean['dice']:.4f}  iou {mean['iou']:.4f}  hd95 {mean['hd95']:.2f}  {per_class} "
           f"-> {run_dir / 'metrics.csv'}", flush=True)
@@ -254,26 +272,12 @@ def infer(cfg, reader, predict, batch_size: int, run_dir: Path, on_case=None, sh
 
 
 # -- predict: new scans without labels -----------------------------------------------------------------------
-def list_inputs(path: Path, kind: str) -> list[Path]:
-    """One image/volume, or the readable files (and, for 2D+t, frame folders) of a folder, in natural order."""
-    path = Path(path)
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise LDSegError(f"--input {path}: no such file or folder")
-    found = [p for p in sorted(path.iterdir()) if not p.name.startswith(".")
-             and ((p.is_file() and readers.suffix(p) in layout.KNOWN) or (p.is_dir() and kind == "2d+t"))]
-    if not found:
-        raise LDSegError(f"--input {path}: no images found (expected PNG/BMP/JPG/TIFF, NIfTI or .npy files)")
-    return sorted(found, key=lambda p: layout.natural_key(p.name))
-
-
 def predict(cfg, predict_fn, batch_size: int, input_path, run_dir: Path, overwrite: bool, shard=None) -> int:
     """Segment new scans at their own geometry into ``run_dir/predictions``; one bad case is reported in
     ``predict.csv`` and on stderr and the rest go on. Cases already predicted are skipped unless ``overwrite``.
     ``shard`` (K, N) segments only cases K, K + N, ... Returns 0 when every case succeeded, 3 when some failed."""
-    files = list_inputs(input_path, cfg.Data.Kind)
-    order = [layout.stem(p) for p in files]
+    files = layout.find_inputs(input_path, channels=cfg.Data.Channels)
+    order = [p.name for p in files]
     if shard is not None:
         files = sharding.select(files, *shard)
     pred_dir = run_dir / "predictions"
@@ -285,8 +289,9 @@ def predict(cfg, predict_fn, batch_size: int, input_path, run_dir: Path, overwri
     ext = ".png" if cfg.Data.Kind == "2d" else ".nii.gz"
     rows, failed, skipped = [], 0, 0
     bar = keras.utils.Progbar(len(files), unit_name="case", verbose=bar_verbosity())
-    for path in files:
-        name = layout.stem(path)
+    reader = cases.CaseReader([], cfg.Data, cache=0)
+    for paths in files:
+        name, path = paths.name, paths.image
         row = {"case": name, "input": str(path), "shape": "", "spacing": "", "seconds": 0.0, "status": "ok",
                "message": ""}
         if (pred_dir / f"{name}{ext}").is_file() and not overwrite:
@@ -296,7 +301,7 @@ def predict(cfg, predict_fn, batch_size: int, input_path, run_dir: Path, overwri
             continue
         start = time.time()
         try:
-            case = layout.load_case(layout.CasePaths(name, path, None), cfg.Data.Kind, cfg.Data.Classes)
+            case = reader.load(paths)
             row["shape"] = "x".join(map(str, case.image.shape[:-1]))
             row["spacing"] = "x".join(f"{s:g}" for s in case.geometry.spacing)
             prepared = cases.prepare(case, cfg.Data, source=path)

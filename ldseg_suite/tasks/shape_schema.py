@@ -31,6 +31,9 @@ class Prior:
     Backbone: str = field("", help="VAE weights to start encoder/decoder from ('' = train them jointly)")
     TrainBackbone: bool = field(True, help="false: keep the Backbone's encoder/decoder fixed, train the "
                                            "energy only (the exported weights then hold the energy only)")
+    GradPenalty: float = field(0.0, min=0.0, help="weight of the mean squared gradient |dE/dz|^2 of the energy at "
+                                                 "positives and negatives (0 = off): a smooth energy without deep "
+                                                 "wells off the data for the sampling chains to drift into")
     Standardize: bool = field(False, help="the energy (and LSD-EBM's diffusion) work on the latent standardised "
                                           "per dimension by the running mean / std of the training posterior "
                                           "samples (false: on the raw latent, as the weights shipped before)")

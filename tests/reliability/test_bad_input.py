@@ -64,7 +64,7 @@ def test_bad_set_syntax(capsys, tiny):
 
 def test_unknown_mode(capsys, tiny, tmp_path):
     run_expect_error(capsys, ["--cfg", tiny[0], "--mode", "trian", "--out", tmp_path / "o"],
-                     "--mode trian: expected one of train, infer, gif, sweep")
+                     "--mode trian: expected one of train, infer, predict, compare, diagnose, gif, sweep")
 
 
 def test_data_root_missing(capsys, tiny, tmp_path):
