@@ -19,7 +19,9 @@ class Otsu:
     """Global Otsu (multi-Otsu for more than two classes) on each case's own intensities.
 
     Thresholding is unsupervised; which intensity bin is which class (bright or dark foreground, the order of the
-    classes) is learnt once from the training cases by majority vote, so no test label is used.
+    classes) is learnt once from the training cases, so no test label is used: each bin takes the class whose
+    training voxels fall into it most often, relative to the class's size (a plain majority vote would give every
+    bin to the background when the foreground is small).
     """
 
     def __init__(self, classes: int):
@@ -31,7 +33,8 @@ class Otsu:
         counts = np.zeros((self.classes, self.classes), np.int64)
         for image, label in pairs:
             np.add.at(counts, (_bins(image, self.classes).ravel(), np.clip(label, 0, self.classes - 1).ravel()), 1)
-        self.mapping = counts.argmax(axis=1)
+        share = counts / np.maximum(counts.sum(axis=0, keepdims=True), 1)  # of each class's voxels, per bin
+        self.mapping = share.argmax(axis=1)
         return self
 
     def __call__(self, image: np.ndarray) -> np.ndarray:

@@ -1,0 +1,30 @@
+"""The Otsu baseline: thresholds of each case, bins mapped to classes on training cases only."""
+import numpy as np
+
+from ldseg_suite.baselines import Otsu
+
+
+def _case(seed, dark_foreground=False, fg=0.1):
+    rng = np.random.default_rng(seed)
+    label = (rng.random((40, 40)) < fg).astype(np.int32)
+    bright = label if not dark_foreground else 1 - label
+    image = (0.2 + 0.6 * bright + 0.05 * rng.standard_normal((40, 40)))[..., None]
+    return image, label
+
+
+def test_small_foreground_is_found_whatever_its_polarity():
+    for dark in (False, True):
+        otsu = Otsu(2).fit(_case(s, dark) for s in range(3))
+        image, label = _case(9, dark)
+        pred = otsu(image)
+        dice = 2 * np.sum((pred == 1) & (label == 1)) / (np.sum(pred == 1) + np.sum(label == 1))
+        assert dice > 0.95
+
+
+def test_three_classes_follow_intensity_order_learnt_on_training_cases():
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, 3, (30, 30))
+    levels = np.array([0.5, 0.1, 0.9])  # class 1 darkest, class 0 middle, class 2 brightest
+    image = (levels[label] + 0.02 * rng.standard_normal(label.shape))[..., None]
+    otsu = Otsu(3).fit([(image, label)])
+    assert (otsu(image) == label).mean() > 0.99
