@@ -105,13 +105,15 @@ def load_weights(model, path: Path, what: str) -> None:
 class Checkpointer(keras.callbacks.Callback):
     """Atomic whole-model checkpoint after every epoch; also on SIGINT (then exits 130)."""
 
-    def __init__(self, ckpt_dir: Path, guard: "NaNGuard"):
+    def __init__(self, ckpt_dir: Path, guard: "NaNGuard", sigint: "SigintStop | None" = None):
         super().__init__()
-        self.ckpt_dir, self.guard = ckpt_dir, guard
+        self.ckpt_dir, self.guard, self.sigint = ckpt_dir, guard, sigint
         self.completed = 0
 
     def on_epoch_end(self, epoch, logs=None):
         if self.guard.failed:  # never overwrite the last good checkpoint with non-finite weights
+            return
+        if self.sigint is not None and self.sigint.received:  # Keras ends a SIGINT-stopped epoch early: not done
             return
         self.completed = epoch + 1
         save_checkpoint(self.model, self.ckpt_dir, self.completed)
@@ -222,8 +224,8 @@ def fit(build_model, train_ds, steps_per_epoch: int, epochs: int, run_dir: Path,
         model.optimizer.finalize_variable_values(model.trainable_variables)  # model.fit would do this
     else:
         guard = NaNGuard()
-        checkpointer = Checkpointer(ckpt_dir, guard)
         sigint = SigintStop()
+        checkpointer = Checkpointer(ckpt_dir, guard, sigint)
         callbacks = [guard, checkpointer, sigint, keras.callbacks.TensorBoard(str(run_dir / "logs"))]
         try:
             with sigint.installed():
