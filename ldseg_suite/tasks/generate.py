@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ldseg_suite import config, distribute, sections, training
+from ldseg_suite.data import pipeline
 from ldseg_suite.data.idx import load_idx_pair
 from ldseg_suite.errors import LDSegError
 from ldseg_suite.fid import frechet_distance
@@ -88,8 +89,7 @@ def train(cfg, run_dir: Path) -> None:
         target = np.zeros((len(images), 1), np.float32)
     else:
         target = np.concatenate([1 - images, images], axis=-1)  # the image is its own target
-    ds = (tf.data.Dataset.from_tensor_slices((images, target)).shuffle(len(images), seed=cfg.Run.Seed)
-          .repeat().batch(t.BatchSize, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+    ds = pipeline.array_dataset((images, target), t.BatchSize, seed=cfg.Run.Seed)
     steps = t.StepsPerEpoch or max(1, len(images) // t.BatchSize)
     classifier = cfg.Run.Method == "fid_classifier"  # uses Keras' own train_step with cross-entropy
     start = time.time()

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ldseg_suite import config, distribute, sections, training
+from ldseg_suite.data import pipeline
 from ldseg_suite.data.readers import read_nifti, write_nifti
 from ldseg_suite.diffusion.tpdm_sampler import PLANES, TPDMSampler, k_schedule
 from ldseg_suite.diffusion.ve_sde import ve_sigmas
@@ -119,15 +120,13 @@ def build_score_model(scfg) -> ScoreModel:
 
 
 def train(cfg, run_dir: Path) -> None:
-    import tensorflow as tf
 
     t = cfg.Training
     volume, _ = load_volume(cfg.Data)
     slices = plane_slices(volume, cfg.Model.Plane)
     print(f"data: {cfg.Data.Path}: {len(slices)} {cfg.Model.Plane} slices of {slices.shape[1:3]}", flush=True)
-    ds = (tf.data.Dataset.from_tensor_slices(slices).shuffle(len(slices), seed=cfg.Run.Seed).repeat()
-          .map(augment_fn(cfg.Augment, cfg.Model.Plane), num_parallel_calls=tf.data.AUTOTUNE)
-          .batch(t.BatchSize, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+    ds = pipeline.array_dataset(slices, t.BatchSize, seed=cfg.Run.Seed,
+                                map_fn=augment_fn(cfg.Augment, cfg.Model.Plane))
     steps = t.StepsPerEpoch or max(1, len(slices) // t.BatchSize)
     start = time.time()
     training.fit(lambda: build_score_model(cfg), ds, steps, t.Epochs, run_dir, t,
