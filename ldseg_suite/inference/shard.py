@@ -120,3 +120,39 @@ def protected_outputs(outputs: list[str], shard: tuple[int, int] | None) -> list
     if shard is None:
         return list(outputs)
     return [table_name(o, *shard) for o in outputs if o.endswith(".csv")]
+
+
+def main(argv=None) -> int:
+    """``python -m ldseg_suite.inference.shard RUN_DIR``: merge the shard tables found in RUN_DIR (for shards
+    that wrote to different machines' folders: copy their ``*.shard-K-of-N.csv`` files into one first)."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or not Path(args[0]).is_dir():
+        print("usage: python -m ldseg_suite.inference.shard RUN_DIR  (a folder holding *.shard-K-of-N.csv tables)",
+              file=sys.stderr)
+        return 2
+    run_dir = Path(args[0])
+    names = sorted({re.sub(r"\.shard-\d+-of-\d+\.", ".", p.name) for p in run_dir.glob("*.shard-*-of-*.*")
+                    if not p.name.startswith(".")})
+    status = 0 if names else 2
+    for name in names:
+        try:
+            merged = merge_tables(run_dir, name)
+        except LDSegError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            status = 2
+            continue
+        if merged is None:
+            have = {n: sorted(parts) for n, parts in shard_tables(run_dir, name).items()}
+            print(f"{name}: not all shards present ({have})", file=sys.stderr)
+            status = 2
+        else:
+            print(f"merged {name} -> {merged}")
+    if not names:
+        print(f"{run_dir}: no *.shard-K-of-N tables", file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

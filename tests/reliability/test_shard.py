@@ -88,3 +88,14 @@ def test_merge_refuses_mixed_shard_counts(tmp_path):
     with pytest.raises(LDSegError, match="different shard counts"):
         shard.merge_tables(tmp_path, "predict.csv")
     assert shard.merge_tables(tmp_path, "predict.csv", n=2) is None  # shard 1 of 2 is missing
+
+
+def test_merge_command_for_tables_copied_from_several_machines(tmp_path, capsys):
+    for k in range(2):
+        pd.DataFrame({"case": [f"c{k}"], "seconds": [0.5]}).to_csv(tmp_path / f"predict.shard-{k}-of-2.csv",
+                                                                   index=False)
+    pd.DataFrame({"case": ["c0"]}).to_csv(tmp_path / "metrics.shard-0-of-2.csv", index=False)
+    assert shard.main([str(tmp_path)]) == 2  # metrics shard 1 of 2 is missing
+    assert "not all shards present" in capsys.readouterr().err
+    assert pd.read_csv(tmp_path / "predict.csv").case.tolist() == ["c0", "c1"]
+    assert shard.main([str(tmp_path / "nowhere")]) == 2
