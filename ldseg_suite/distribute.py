@@ -146,28 +146,45 @@ def fit_ready(model, strategy):
 
     Two Keras 3 bugs (keras-team/keras#20585, tensorflow/tensorflow#72388) stop ``fit`` with this strategy:
     its first-batch build passes the whole (x, y) structure of per-replica values to one cross-worker reduce
-    (TypeError), and its "mean" reduction of the step logs reduces scalars along axis 0 (ValueError). The build
-    here takes the local values instead; the logs are this worker's own (``"first"``). Training math is
-    unchanged: gradients are still summed over all replicas by the optimizer.
+    (TypeError), and it averages the step logs over workers along axis 0, which scalars lack (ValueError). The
+    build here takes the local values instead (and reads no batch when the model is built: a first iterator
+    would advance the shuffle, so the data order would differ from a single process), and the train/test steps
+    return their scalar logs as 1-vectors (averaged over workers by Keras, scalars again). Training math is
+    unchanged: the optimizer still sums the gradients over all replicas.
     """
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return model
-    model.distribute_reduction_method = "first"
 
     def local(value):
         if isinstance(value, tf.distribute.DistributedValues):
             return strategy.experimental_local_results(value)[0]
         return value
 
+    def unbuilt(part) -> bool:
+        return part is not None and not part.built
+
     def build(iterator=None, data_batch=None):
-        if iterator is not None:
+        needs_data = not all(layer.built for layer in model._flatten_layers()) or unbuilt(
+            getattr(model, "_compile_metrics", None)) or unbuilt(getattr(model, "_compile_loss", None))
+        if needs_data and iterator is not None:  # a built model reads no batch (a new iterator reshuffles)
             for _, _, it in iterator:
                 data_batch = tf.nest.map_structure(local, next(it))
                 break
         with strategy.scope():
-            model._symbolic_build(data_batch=data_batch)
+            if needs_data:
+                model._symbolic_build(data_batch=data_batch)
+            elif model.optimizer is not None and not model.optimizer.built:
+                model.optimizer.build(model.trainable_variables)
 
-    model._maybe_symbolic_build = build  # instance attribute: replaces Keras' method for this model only
+    def vector_logs(step):
+        def wrapped(data):
+            return tf.nest.map_structure(lambda v: tf.reshape(v, [1]) if v.shape.rank == 0 else v, step(data))
+        return wrapped
+
+    # instance attributes: they replace Keras' methods for this model only
+    model._maybe_symbolic_build = build
+    model.train_step = vector_logs(model.train_step)
+    model.test_step = vector_logs(model.test_step)
     return model
 
 
