@@ -1,0 +1,266 @@
+"""Two worker processes of the real CLI on 127.0.0.1 (MultiWorkerMirroredStrategy) train like one process.
+
+Each worker runs ``python run.py --cfg tiny.ini --mode train`` with its own ``TF_CONFIG``. A ``sitecustomize``
+hook (test only, on PYTHONPATH) makes LDSeg's training noise a function of each example, as
+test_distribute.py does for Mirrored, so a replica draws what a single process draws; logs a fingerprint
+(pixel sum) of every training example each step; dumps each worker's final weights; and can slow the steps
+so a worker can be killed mid-epoch.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from tests.reliability.conftest import write_glas
+
+ROOT = Path(__file__).resolve().parents[2]
+
+CFG = """
+[Run]
+Method = ldseg
+Seed = 0
+[Data]
+Root = {root}
+Layout = glas
+Size = 16, 16
+Channels = 3
+Classes = 2
+Binarize = true
+Augment = false
+Split = 0.8, 0, 0.2
+[Model]
+LatentChannels = 2
+ImageLatentChannels = 2
+Downsample = 2
+BaseChannels = 8
+ChannelMult = 1, 2
+[NoiseScheduler]
+Timesteps = 50
+[Training]
+Epochs = {epochs}
+BatchSize = 4
+LearningRate = 1e-3
+{optimizer}
+[Output]
+Gifs = 0
+[Distribute]
+Strategy = {strategy}
+"""
+# Keras 3 clips gradients per replica, before the all-reduce: the equality needs clipping off (docs/scale-out.md)
+EXACT = "EMA = 0\nClipNorm = 0"
+
+HOOK = r'''
+import os
+if os.environ.get("MW_HOOK_DIR"):
+    import json
+    import time
+
+    import numpy as np
+    import tensorflow as tf
+    from keras import ops
+
+    from ldseg_suite import training
+    from ldseg_suite.models import ldseg
+
+    out = os.environ["MW_HOOK_DIR"]
+    conf = json.loads(os.environ.get("TF_CONFIG") or '{"task": {"index": "single"}}')
+    tag = str(conf["task"]["index"])
+    if "cluster" in conf:  # a generous heartbeat: a worker starved of CPU by other jobs is not taken for dead
+        from tensorflow.python.distribute import collective_all_reduce_strategy as mwms
+        from tensorflow.python.eager import context
+
+        job = mwms.coordination_config_pb2.CoordinatedJob(name="worker", num_tasks=len(conf["cluster"]["worker"]))
+        context.context().configure_coordination_service(
+            "standalone", "/job:worker/replica:0/task:0", heartbeat_timeout_in_ms=120000, coordinated_jobs=[job])
+
+    def sample_t_and_noise(self, image, latent_shape):
+        tf.print(ops.sum(image, axis=(1, 2, 3)), summarize=-1, output_stream=f"file://{out}/seen-{tag}.log")
+        t = ops.cast(ops.mean(image, axis=(1, 2, 3)) * (self.hp["timesteps"] - 1), "int32")
+        pooled = ops.average_pool(image, 2, 2)[..., :1]
+        channels = ops.reshape(ops.arange(latent_shape[-1], dtype="float32"), (1, 1, 1, -1))
+        return t, ops.sin(37.0 * pooled + channels)
+
+    ldseg.LDSeg.sample_t_and_noise = sample_t_and_noise
+    fit = training.fit
+
+    def dumping_fit(*args, **kwargs):
+        model = fit(*args, **kwargs)
+        np.savez(f"{out}/weights-{tag}.npz", *model.get_weights())
+        return model
+
+    training.fit = dumping_fit
+    pause = float(os.environ.get("MW_SLEEP", "0"))
+    if pause:
+        after = training.NaNGuard.on_train_batch_end
+
+        def slow(self, batch, logs=None):
+            after(self, batch, logs)
+            if self.epoch >= 1:  # let the first epoch finish quickly, then slow down
+                time.sleep(pause)
+
+        training.NaNGuard.on_train_batch_end = slow
+'''
+
+N_CASES = 10  # split 0.8 / 0 / 0.2 -> 8 training cases = 2 global batches of 4 per epoch
+
+
+def free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    base = tmp_path_factory.mktemp("mw")
+    root = write_glas(base / "data", n=N_CASES, size=16)
+    hook = base / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(HOOK)
+    return base, root, hook
+
+
+def env_for(hook, logs, tf_config=None, sleep=0.0):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    env.update(PYTHONPATH=f"{hook}{os.pathsep}{ROOT}", MW_HOOK_DIR=str(logs), MW_SLEEP=str(sleep),
+               CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2", OMP_NUM_THREADS="1")
+    if tf_config is not None:
+        env["TF_CONFIG"] = json.dumps(tf_config)
+    return env
+
+
+def start_workers(base, hook, logs, cfg, out, ports, sleep=0.0):
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = []
+    for i in range(2):
+        env = env_for(hook, logs, {"cluster": cluster, "task": {"type": "worker", "index": i}}, sleep)
+        log = open(base / f"{out.name}-worker{i}.out", "a")
+        procs.append(subprocess.Popen(
+            ["timeout", "170", sys.executable, "run.py", "--cfg", str(cfg), "--mode", "train", "--out", str(out)],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+    return procs
+
+
+def stop(procs):
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+def wait_all(procs, limit):
+    deadline = time.time() + limit
+    for p in procs:
+        p.wait(timeout=max(1, deadline - time.time()))
+    return [p.returncode for p in procs]
+
+
+def seen(logs, tag):
+    """Fingerprints logged per step by one worker: a list of per-step lists."""
+    text = (logs / f"seen-{tag}.log").read_text().split("\n")
+    return [[round(float(v), 2) for v in line.strip(" []").split()] for line in text if line.strip()]
+
+
+def h5_arrays(path):
+    arrays = []
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: arrays.append((name, obj[()])) if isinstance(obj, h5py.Dataset) else None)
+    return dict(arrays)
+
+
+def test_two_workers_train_like_one_process_and_only_the_chief_writes(setup):
+    base, root, hook = setup
+    single_cfg, mw_cfg = base / "single.ini", base / "mw.ini"
+    single_cfg.write_text(CFG.format(root=root, epochs=1, strategy="none", optimizer=EXACT))
+    mw_cfg.write_text(CFG.format(root=root, epochs=1, strategy="multiworker", optimizer=EXACT))
+    single_logs, mw_logs = base / "single_logs", base / "mw_logs"
+    single_logs.mkdir()
+    mw_logs.mkdir()
+    single_out, mw_out = base / "single_run", base / "mw_run"
+    procs = start_workers(base, hook, mw_logs, mw_cfg, mw_out, free_ports(2))
+    try:
+        single = subprocess.run(["timeout", "170", sys.executable, "run.py", "--cfg", str(single_cfg), "--mode",
+                                 "train", "--out", str(single_out)], cwd=ROOT, env=env_for(hook, single_logs),
+                                capture_output=True, text=True)
+        codes = wait_all(procs, 170)
+    finally:
+        stop(procs)
+    outs = [(base / f"mw_run-worker{i}.out").read_text() for i in range(2)]
+    assert single.returncode == 0, single.stdout[-2000:] + single.stderr[-2000:]
+    assert codes == [0, 0], "\n----\n".join(o[-3000:] for o in outs)
+
+    # every training example once per epoch: the two workers split each global batch of the single run
+    one = seen(single_logs, "single")
+    w0, w1 = seen(mw_logs, "0"), seen(mw_logs, "1")
+    assert len(one) == 2 and all(len(b) == 4 for b in one)
+    assert len(w0) == len(w1) == 2 and all(len(b) == 2 for b in w0 + w1)
+    per_epoch = sorted(v for b in w0 + w1 for v in b)
+    assert len(set(per_epoch)) == 8 == len(per_epoch)  # 8 distinct cases, none twice
+    assert per_epoch == sorted(v for b in one for v in b)
+    assert [sorted(a + b) for a, b in zip(w0, w1)] == [sorted(b) for b in one]
+
+    # both workers end with the same weights, equal to the single process on the same global batch
+    ref = np.load(single_logs / "weights-single.npz")
+    chief, other = np.load(mw_logs / "weights-0.npz"), np.load(mw_logs / "weights-1.npz")
+    assert len(ref.files) == len(chief.files) == len(other.files) > 10
+    between_workers = max(float(np.abs(chief[k] - other[k]).max()) for k in chief.files)
+    diff = max(float(np.abs(chief[k] - ref[k]).max()) for k in ref.files)
+    assert between_workers == 0.0
+    assert diff < 1e-5
+    exported = h5_arrays(mw_out / "model.weights.h5")
+    single_exported = h5_arrays(single_out / "model.weights.h5")
+    assert exported.keys() == single_exported.keys()
+    assert max(float(np.abs(exported[k] - single_exported[k]).max()) for k in exported) < 1e-5
+
+    # only the chief wrote: checkpoints, weights and logs in --out; the other worker's folder is gone
+    assert sorted(p.name for p in (mw_out / "checkpoints").iterdir()) == ["epoch_0001.keras", "latest.json"]
+    assert not list(mw_out.glob(".worker-*"))
+    assert "not the chief; writing to" in outs[1] and "not the chief" not in outs[0]
+
+
+def test_killed_worker_resumes_from_last_complete_epoch(setup):
+    base, root, hook = setup
+    cfg = base / "mw3.ini"
+    cfg.write_text(CFG.format(root=root, epochs=3, strategy="multiworker", optimizer="StepsPerEpoch = 6"))
+    logs, out = base / "kill_logs", base / "kill_run"
+    logs.mkdir()
+    ports = free_ports(2)
+    procs = start_workers(base, hook, logs, cfg, out, ports, sleep=1.0)
+    latest = out / "checkpoints" / "latest.json"
+    try:
+        deadline = time.time() + 150
+        while not latest.is_file() and time.time() < deadline and all(p.poll() is None for p in procs):
+            time.sleep(0.2)
+        assert latest.is_file(), (base / "kill_run-worker0.out").read_text()[-3000:]
+        time.sleep(2.5)  # well into epoch 2 (1 s per step from there on)
+        assert json.loads(latest.read_text())["epoch"] == 1
+        os.killpg(procs[1].pid, signal.SIGKILL)  # lose worker 1 mid-epoch
+        procs[1].wait()
+        time.sleep(1)
+        stop(procs)  # the chief cannot go on alone; it is restarted with the same command
+        assert json.loads(latest.read_text())["epoch"] == 1
+        assert (out / ".worker-1" / "checkpoints" / "epoch_0001.keras").is_file()  # kept for the restart
+        procs = start_workers(base, hook, logs, cfg, out, ports)
+        codes = wait_all(procs, 150)
+    finally:
+        stop(procs)
+    outs = [(base / f"kill_run-worker{i}.out").read_text() for i in range(2)]
+    assert codes == [0, 0], "\n----\n".join(o[-3000:] for o in outs)
+    for o in outs:
+        assert "(completed epochs: 1)" in o
+    assert json.loads(latest.read_text())["epoch"] == 3
+    assert (out / "model.weights.h5").is_file() and not list(out.glob(".worker-*"))
+    chief, other = np.load(logs / "weights-0.npz"), np.load(logs / "weights-1.npz")
+    assert max(float(np.abs(chief[k] - other[k]).max()) for k in chief.files) == 0.0
