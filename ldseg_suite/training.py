@@ -238,6 +238,13 @@ def fit(build_model, train_ds, steps_per_epoch: int, epochs: int, run_dir: Path,
             save_checkpoint(model, ckpt_dir, checkpointer.completed or done)
             print(f"interrupted: checkpoint saved in {ckpt_dir}", file=sys.stderr)
             raise
+        except tf.errors.OpError as exc:  # multi-worker: a lost peer aborts the collectives of every other worker
+            if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+                raise
+            lines = [ln.strip() for ln in str(exc).splitlines() if "aborted by" in ln or "heartbeat" in ln.lower()]
+            raise LDSegError(f"training stopped: another worker was lost ({(lines or [type(exc).__name__])[0][:160]}); "
+                             f"the last complete checkpoint (epoch {checkpointer.completed or done}) is in {ckpt_dir}: "
+                             f"start every worker again with the same command to resume") from None
         if guard.failed:
             raise LDSegError(f"training stopped: {guard.failed}; the last good checkpoint is kept in {ckpt_dir}")
     export_weights(model, run_dir / FINAL_WEIGHTS)

@@ -305,7 +305,8 @@ def predict(cfg, predict_fn, batch_size: int, input_path, run_dir: Path, overwri
             row["shape"] = "x".join(map(str, case.image.shape[:-1]))
             row["spacing"] = "x".join(f"{s:g}" for s in case.geometry.spacing)
             prepared = cases.prepare(case, cfg.Data, source=path)
-            values = segment_one(cfg, prepared, predict_fn, batch_size)
+            getattr(predict_fn, "reset", lambda: None)()  # seeds restart per case: a mask does not depend on the
+            values = segment_one(cfg, prepared, predict_fn, batch_size)  # cases before it (--shard, skipped cases)
             _write_outputs(cfg, pred_dir, case, values)
         except Exception as exc:  # noqa: BLE001 - one bad case is reported, the rest go on
             reason = str(exc) if isinstance(exc, LDSegError) else f"{path}: {exc.__class__.__name__}: {exc}"

@@ -42,6 +42,7 @@ ImageLatentChannels = 2
 Downsample = 2
 BaseChannels = 8
 ChannelMult = 1, 2
+Attention = false
 [NoiseScheduler]
 Timesteps = 50
 [Training]
@@ -248,8 +249,10 @@ def test_killed_worker_resumes_from_last_complete_epoch(setup):
         assert json.loads(latest.read_text())["epoch"] == 1
         os.killpg(procs[1].pid, signal.SIGKILL)  # lose worker 1 mid-epoch
         procs[1].wait()
-        time.sleep(1)
-        stop(procs)  # the chief cannot go on alone; it is restarted with the same command
+        chief_code = procs[0].wait(timeout=90)  # its next all-reduce fails: one line, exit code 2
+        chief_out = (base / "kill_run-worker0.out").read_text()
+        assert chief_code == 2 and "error: training stopped: another worker was lost" in chief_out, chief_out[-3000:]
+        assert "the last complete checkpoint (epoch 1)" in chief_out
         assert json.loads(latest.read_text())["epoch"] == 1
         assert (out / ".worker-1" / "checkpoints" / "epoch_0001.keras").is_file()  # kept for the restart
         procs = start_workers(base, hook, logs, cfg, out, ports)

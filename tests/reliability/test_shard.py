@@ -99,3 +99,88 @@ def test_merge_command_for_tables_copied_from_several_machines(tmp_path, capsys)
     assert "not all shards present" in capsys.readouterr().err
     assert pd.read_csv(tmp_path / "predict.csv").case.tolist() == ["c0", "c1"]
     assert shard.main([str(tmp_path / "nowhere")]) == 2
+
+
+PREDICT_CFG = """
+[Run]
+Method = ldseg
+Seed = 0
+[Data]
+Root = {root}
+Layout = glas
+Size = 16, 16
+Channels = 3
+Classes = 2
+[Model]
+LatentChannels = 2
+ImageLatentChannels = 2
+Downsample = 2
+BaseChannels = 8
+ChannelMult = 1, 2
+Attention = false
+[NoiseScheduler]
+Timesteps = 50
+[Sampler]
+Sampling_Steps = 2
+[Output]
+Gifs = 0
+{weights}
+"""
+
+
+def test_two_shard_processes_predict_every_case_once_like_one_process(tmp_path):
+    """`--mode predict --shard 0/2` and `1/2` run at once into one --out: every case once, the same masks and
+    table as one process (untrained weights: the outputs still depend on every weight and on the seeds)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import imageio.v3 as iio
+
+    from ldseg_suite import config, sections, training
+    from ldseg_suite.data import synthetic
+    from ldseg_suite.tasks import ldseg
+    from tests.reliability.conftest import write_glas
+
+    root_dir = Path(__file__).resolve().parents[2]
+    data = write_glas(tmp_path / "data", n=4, size=16)
+    inputs = tmp_path / "new_scans"
+    inputs.mkdir()
+    for k, (rgb, _) in enumerate(synthetic.make_glands(7, 20, seed=5)):
+        iio.imwrite(inputs / f"scan{k + 1}.png", rgb)  # natural order: scan2 before scan10-like names
+    cfg_path = tmp_path / "tiny.ini"
+    cfg_path.write_text(PREDICT_CFG.format(root=data, weights=""))
+    weights = training.export_weights(ldseg.build_model(config.load(cfg_path, sections.schema_for)),
+                                      tmp_path / "w.weights.h5")
+    cfg_path.write_text(PREDICT_CFG.format(root=data, weights=f"Weights = {weights}"))
+    env = {**os.environ, "PYTHONPATH": str(root_dir), "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+
+    def start(out, *extra):
+        return subprocess.Popen(["timeout", "-s", "KILL", "170", sys.executable, "run.py", "--cfg", str(cfg_path),
+                                 "--mode", "predict", "--input", str(inputs), "--out", str(out), *extra],
+                                cwd=root_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    procs = [start(tmp_path / "one"), start(tmp_path / "sharded", "--shard", "0/2"),
+             start(tmp_path / "sharded", "--shard", "1/2")]
+    try:
+        outs = [p.communicate(timeout=175)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0, 0, 0], "\n----\n".join(o[-2000:] for o in outs)
+
+    one, sharded = tmp_path / "one", tmp_path / "sharded"
+    names = sorted(p.name for p in (one / "predictions").iterdir())
+    assert len(names) == 7 and sorted(p.name for p in (sharded / "predictions").iterdir()) == names
+    for name in names:  # the same masks, byte for byte
+        assert (one / "predictions" / name).read_bytes() == (sharded / "predictions" / name).read_bytes(), name
+    parts = [pd.read_csv(sharded / f"predict.shard-{k}-of-2.csv", dtype=str) for k in range(2)]
+    assert [len(p) for p in parts] == [4, 3]  # scan1, 3, 5, 7 | scan2, 4, 6
+    assert sorted(parts[0].case.tolist() + parts[1].case.tolist()) == sorted(f"scan{k}" for k in range(1, 8))
+    merged = pd.read_csv(sharded / "predict.csv", dtype=str, keep_default_na=False).drop(columns="seconds")
+    single = pd.read_csv(one / "predict.csv", dtype=str, keep_default_na=False).drop(columns="seconds")
+    assert merged.case.tolist() == [f"scan{k}" for k in range(1, 8)]  # every case exactly once, in order
+    pd.testing.assert_frame_equal(merged, single)
+    assert sum("merged" in o for o in outs[1:]) >= 1  # the shard that finished last merged the tables
