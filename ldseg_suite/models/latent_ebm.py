@@ -127,14 +127,14 @@ class _LatentPriorVAE(ShapeVAE):
     segments = 0
 
     def __init__(self, *args, energy_hidden: int = 200, langevin_steps: int = 30, langevin_step_size: float = 0.1,
-                 train_backbone: bool = True, standardize: bool = False, **kwargs):
+                 train_backbone: bool = True, standardize: bool = False, grad_penalty: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.hp.update(dict(energy_hidden=energy_hidden, langevin_steps=langevin_steps,
                             langevin_step_size=langevin_step_size, train_backbone=train_backbone,
-                            standardize=standardize))
+                            standardize=standardize, grad_penalty=grad_penalty))
         self.energy = LatentEnergy(energy_hidden, segments=self.segments, name="energy")
         self.standardizer = LatentStandardizer(name="standardizer") if standardize else None
-        for k in ("ebm_loss", "e_pos", "e_neg"):
+        for k in ("ebm_loss", "e_pos", "e_neg", "grad_sq"):
             self.trackers[k] = keras.metrics.Mean(name=k)
         self.train_chain = LangevinSampler(self.chain_energy, langevin_steps, langevin_step_size)
 
@@ -184,10 +184,7 @@ class _LatentPriorVAE(ShapeVAE):
         with tf.GradientTape(persistent=True) as tape:
             if train_backbone:
                 loss, parts = self._loss_terms(data, training=True)
-            r_pos, r_neg = self.energy(z_pos, t), self.energy(z_neg, t)
-            e_pos, e_neg = r_pos * self.energy_scale(t), r_neg * self.energy_scale(t)
-            # Contrastive divergence, plus a small penalty that keeps the energies near 0 (Du & Mordatch).
-            ebm_loss = ops.mean(e_pos - e_neg) + 0.01 * ops.mean(r_pos ** 2 + r_neg ** 2)
+            ebm_loss, ebm_logs = self.energy_loss(z_pos, z_neg, t)
         grads = dict(zip(map(id, self.energy.trainable_variables),
                          tape.gradient(self.optimizer.scale_loss(ebm_loss), self.energy.trainable_variables)))
         if train_backbone:
@@ -198,7 +195,29 @@ class _LatentPriorVAE(ShapeVAE):
         self.optimizer.apply_gradients([(grads[id(v)], v) for v in self.trainable_variables])
         if not train_backbone:
             parts = {"loss": ebm_loss}
-        return self._update({**parts, "ebm_loss": ebm_loss, "e_pos": e_pos, "e_neg": e_neg})
+        return self._update({**parts, **ebm_logs})
+
+    def energy_loss(self, z_pos, z_neg, t):
+        """(loss, logs): contrastive divergence E(positives) - E(negatives), plus a small penalty that keeps
+        the raw energies near 0 (Du & Mordatch) and, with ``grad_penalty`` > 0, that weight times the mean
+        squared gradient |dE/dz|^2 of the scaled energy at positives and negatives (a smooth energy without
+        deep wells off the data for the short-run chains to fall into)."""
+        both = ops.concatenate([z_pos, z_neg], axis=0)
+        tt = None if t is None else ops.concatenate([t, t], axis=0)
+        with tf.GradientTape() as tape:
+            tape.watch(both)
+            raw = self.energy(both, tt)
+            scaled = raw * self.energy_scale(tt)
+        n = ops.shape(z_pos)[0]
+        e_pos, e_neg, r = scaled[:n], scaled[n:], raw
+        loss = ops.mean(e_pos - e_neg) + 0.01 * ops.mean(r ** 2) * 2
+        logs = {"ebm_loss": loss, "e_pos": e_pos, "e_neg": e_neg}
+        if self.hp["grad_penalty"]:
+            grad = tape.gradient(ops.sum(scaled), both)
+            penalty = ops.mean(ops.sum(grad ** 2, axis=-1))
+            loss = loss + self.hp["grad_penalty"] * penalty
+            logs["grad_sq"] = penalty
+        return loss, logs
 
     def energy_scale(self, t):
         return 1.0

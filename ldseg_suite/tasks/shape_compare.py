@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ldseg_suite import config, sections
-from ldseg_suite.data.shapes import make_vertebrae
+from ldseg_suite.data.shapes import GENERATORS
 from ldseg_suite.errors import LDSegError
 from ldseg_suite.tasks import shapes
 from ldseg_suite.tasks.common import atomic_csv
@@ -45,7 +45,7 @@ def own_model(cfg, run_dir: Path):
     return model
 
 
-GENERATOR_SEED = {"test": 1, "val": 2}  # data/vertebra is make_vertebrae(40, 64, seed=0)
+GENERATOR_SEED = {"test": 1, "val": 2}  # data/vertebra is seed 0
 
 
 def scored_shapes(cfg, data):
@@ -59,10 +59,11 @@ def scored_shapes(cfg, data):
     what = f"{len(names)} of the {split} split of {cfg.Data.Root}"
     if n_extra:
         seed = GENERATOR_SEED[split]
-        extra = shapes.thick_inputs(cfg, np.stack(make_vertebrae(n_extra, cfg.Data.Size[0], seed=seed)))
+        make = GENERATORS[cfg.Compare.Generator]
+        extra = shapes.thick_inputs(cfg, np.stack(make(n_extra, cfg.Data.Size[0], seed=seed)))
         names += [f"generated_s{seed}_{k:03d}" for k in range(n_extra)]
         arrays = tuple(np.concatenate([a, b]) for a, b in zip(arrays, extra))
-        what += f" + {n_extra} fresh shapes of make_vertebrae(seed={seed})"
+        what += f" + {n_extra} fresh shapes of {make.__name__}(seed={seed})"
     return (what, names, *arrays)
 
 

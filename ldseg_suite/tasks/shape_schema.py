@@ -62,9 +62,13 @@ class Compare:
     Samples: int = field(200, min=2, help="prior samples per model in --mode compare_latent")
     Split: str = field("test", choices=("test", "val"), help="split scored by --mode compare (val: for tuning "
                                                               "[Reconstruct]; never tune on test)")
-    ExtraShapes: int = field(0, min=0, help="--mode compare also scores this many fresh shapes of the vertebra "
-                                            "generator (ldseg_suite.data.shapes.make_vertebrae, seed 1 for "
-                                            "test, seed 2 for val; data/vertebra is seed 0), never trained on")
+    ExtraShapes: int = field(0, min=0, help="--mode compare also scores this many fresh shapes of the Generator "
+                                            "(seed 1 for test, seed 2 for val; data/vertebra is seed 0), never "
+                                            "trained on")
+    Generator: str = field("vertebra", choices=("vertebra", "segment"),
+                           help="the generator of [Data] Root's shapes and of the ExtraShapes: vertebra = "
+                                "shapes.make_vertebrae (one vertebra), segment = shapes.make_segments (a lumbar "
+                                "segment: a vertebra and its neighbours)")
 
 
 MODES = {"vae": ("train", "infer"), "lebm": ("train", "infer"),
