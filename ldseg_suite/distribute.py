@@ -128,9 +128,20 @@ def shard_options(file_backed: bool) -> tf.data.Options:
     return options
 
 
+def checkpoint_source(ckpt_dir: Path) -> Path:
+    """Where this worker resumes from: the chief's ``<out>/checkpoints`` when a non-chief worker sees it (one
+    machine, or a shared folder), so all workers load the same file; else its own ``ckpt_dir``."""
+    ckpt_dir = Path(ckpt_dir)
+    if is_chief() or not ckpt_dir.parent.name.startswith("."):
+        return ckpt_dir
+    chief = ckpt_dir.parent.parent / ckpt_dir.name
+    return chief if (chief / "latest.json").is_file() else ckpt_dir
+
+
 def agree_on_epoch(strategy, done: int) -> int:
-    """The smallest count of completed epochs over all workers (each read its own checkpoints); ``done``
-    itself for a single worker. A worker killed while saving may be one checkpoint behind the others."""
+    """The count of completed epochs all workers resume from: the smallest over workers (a worker killed while
+    saving may be one checkpoint behind); ``done`` itself for a single worker. Counts further apart mean the
+    workers read different run folders: a one-line LDSegError on every worker."""
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return done
 
@@ -138,7 +149,12 @@ def agree_on_epoch(strategy, done: int) -> int:
     def gather():
         return strategy.gather(strategy.run(lambda: tf.constant([done], tf.int64)), axis=0)
 
-    return int(tf.reduce_min(gather()).numpy())
+    counts = [int(c) for c in gather().numpy()]
+    if max(counts) - min(counts) > 1:
+        raise LDSegError(f"the workers found checkpoints of epochs {sorted(set(counts))}: each resumes from "
+                         f"<out>/checkpoints when it sees the chief's folder, else from its own "
+                         f"<out>/.worker-<i>/checkpoints; share --out or copy the chief's checkpoints there")
+    return min(counts)
 
 
 def fit_ready(model, strategy):

@@ -187,8 +187,9 @@ def fit(build_model, train_ds, steps_per_epoch: int, epochs: int, run_dir: Path,
     model with its EMA weights swapped in, also exported to ``run_dir/model.weights.h5``.
 
     Multi-worker: every worker calls this with its own ``run_dir`` (``distribute.prepare``: the chief's ``--out``,
-    a temporary folder for the others) and saves there, as TensorFlow's multi-worker tutorial does; the workers
-    agree to resume from the smallest completed epoch any of them has. ``train_ds`` and ``val_ds`` are sharded
+    a temporary folder for the others) and saves there, as TensorFlow's multi-worker tutorial does; a non-chief
+    worker resumes from the chief's checkpoints when it sees them (one machine, shared folder), else from its own,
+    and the workers agree on the smallest completed epoch. ``train_ds`` and ``val_ds`` are sharded
     over workers by file when ``file_backed`` (file-reading tf.data sources), else by data.
     """
     strategy = strategy or tf.distribute.get_strategy()
@@ -196,18 +197,19 @@ def fit(build_model, train_ds, steps_per_epoch: int, epochs: int, run_dir: Path,
     train_ds = train_ds.with_options(options) if isinstance(train_ds, tf.data.Dataset) else train_ds
     val_ds = val_ds.with_options(options) if isinstance(val_ds, tf.data.Dataset) else val_ds
     ckpt_dir = run_dir / "checkpoints"
-    path, done = latest_checkpoint(ckpt_dir)
+    source = distribute.checkpoint_source(ckpt_dir)  # a non-chief worker reads the chief's when it sees them
+    path, done = latest_checkpoint(source)
     agreed = distribute.agree_on_epoch(strategy, done)
     if agreed != done:  # another worker was stopped before saving its last checkpoint
-        path = checkpoint_path(ckpt_dir, agreed) if agreed else None
+        path = checkpoint_path(source, agreed) if agreed else None
         if path is not None and not path.is_file():
-            raise LDSegError(f"{ckpt_dir}: the other workers resume from epoch {agreed} but {path.name} is gone")
+            raise LDSegError(f"{source}: the other workers resume from epoch {agreed} but {path.name} is gone")
         print(f"another worker completed only {agreed} epochs: resuming from there", flush=True)
         done = agreed
     with strategy.scope():
         if path is not None:
             if not training_cfg.Resume:
-                raise LDSegError(f"{ckpt_dir} has a checkpoint (epoch {done}); pass --resume to continue it "
+                raise LDSegError(f"{source} has a checkpoint (epoch {done}); pass --resume to continue it "
                                  f"or --out to start a new run")
             model = load_checkpoint(path)
             print(f"resuming from {path} (completed epochs: {done})", flush=True)

@@ -8,6 +8,7 @@ so a worker can be killed mid-epoch.
 """
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -104,7 +105,7 @@ if os.environ.get("MW_HOOK_DIR"):
 
         def slow(self, batch, logs=None):
             after(self, batch, logs)
-            if self.epoch >= 1:  # let the first epoch finish quickly, then slow down
+            if self.epoch >= int(os.environ.get("MW_SLOW_FROM", "1")):  # slow down from this epoch (0-based)
                 time.sleep(pause)
 
         training.NaNGuard.on_train_batch_end = slow
@@ -133,23 +134,25 @@ def setup(tmp_path_factory):
     return base, root, hook
 
 
-def env_for(hook, logs, tf_config=None, sleep=0.0):
+def env_for(hook, logs, tf_config=None, sleep=0.0, slow_from=1):
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     env.update(PYTHONPATH=f"{hook}{os.pathsep}{ROOT}", MW_HOOK_DIR=str(logs), MW_SLEEP=str(sleep),
+               MW_SLOW_FROM=str(slow_from),
                CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2", OMP_NUM_THREADS="1")
     if tf_config is not None:
         env["TF_CONFIG"] = json.dumps(tf_config)
     return env
 
 
-def start_workers(base, hook, logs, cfg, out, ports, sleep=0.0):
+def start_workers(base, hook, logs, cfg, out, ports, sleep=0.0, slow_from=1):
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs = []
     for i in range(2):
-        env = env_for(hook, logs, {"cluster": cluster, "task": {"type": "worker", "index": i}}, sleep)
+        env = env_for(hook, logs, {"cluster": cluster, "task": {"type": "worker", "index": i}}, sleep, slow_from)
         log = open(base / f"{out.name}-worker{i}.out", "a")
         procs.append(subprocess.Popen(
-            ["timeout", "170", sys.executable, "run.py", "--cfg", str(cfg), "--mode", "train", "--out", str(out)],
+            ["timeout", "-s", "KILL", "600", sys.executable, "run.py", "--cfg", str(cfg), "--mode", "train", "--out",
+             str(out)],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
     return procs
 
@@ -181,7 +184,9 @@ def h5_arrays(path):
     return dict(arrays)
 
 
-def test_two_workers_train_like_one_process_and_only_the_chief_writes(setup):
+@pytest.fixture(scope="module")
+def one_epoch(setup):
+    """Two workers and, at the same time, one process train one epoch; returns (base, root, hook, outputs)."""
     base, root, hook = setup
     single_cfg, mw_cfg = base / "single.ini", base / "mw.ini"
     single_cfg.write_text(CFG.format(root=root, epochs=1, strategy="none", optimizer=EXACT))
@@ -192,19 +197,24 @@ def test_two_workers_train_like_one_process_and_only_the_chief_writes(setup):
     single_out, mw_out = base / "single_run", base / "mw_run"
     procs = start_workers(base, hook, mw_logs, mw_cfg, mw_out, free_ports(2))
     try:
-        single = subprocess.run(["timeout", "170", sys.executable, "run.py", "--cfg", str(single_cfg), "--mode",
-                                 "train", "--out", str(single_out)], cwd=ROOT, env=env_for(hook, single_logs),
-                                capture_output=True, text=True)
-        codes = wait_all(procs, 170)
+        single = subprocess.run(["timeout", "-s", "KILL", "600", sys.executable, "run.py", "--cfg", str(single_cfg),
+                                 "--mode", "train", "--out", str(single_out)], cwd=ROOT,
+                                env=env_for(hook, single_logs), capture_output=True, text=True)
+        codes = wait_all(procs, 600)
     finally:
         stop(procs)
     outs = [(base / f"mw_run-worker{i}.out").read_text() for i in range(2)]
     assert single.returncode == 0, single.stdout[-2000:] + single.stderr[-2000:]
     assert codes == [0, 0], "\n----\n".join(o[-3000:] for o in outs)
+    return base, root, hook, dict(single_logs=single_logs, mw_logs=mw_logs, single_out=single_out, mw_out=mw_out,
+                                  outs=outs)
 
+
+def test_two_workers_train_like_one_process_and_only_the_chief_writes(one_epoch):
+    *_, r = one_epoch
     # every training example once per epoch: the two workers split each global batch of the single run
-    one = seen(single_logs, "single")
-    w0, w1 = seen(mw_logs, "0"), seen(mw_logs, "1")
+    one = seen(r["single_logs"], "single")
+    w0, w1 = seen(r["mw_logs"], "0"), seen(r["mw_logs"], "1")
     assert len(one) == 2 and all(len(b) == 4 for b in one)
     assert len(w0) == len(w1) == 2 and all(len(b) == 2 for b in w0 + w1)
     per_epoch = sorted(v for b in w0 + w1 for v in b)
@@ -213,57 +223,68 @@ def test_two_workers_train_like_one_process_and_only_the_chief_writes(setup):
     assert [sorted(a + b) for a, b in zip(w0, w1)] == [sorted(b) for b in one]
 
     # both workers end with the same weights, equal to the single process on the same global batch
-    ref = np.load(single_logs / "weights-single.npz")
-    chief, other = np.load(mw_logs / "weights-0.npz"), np.load(mw_logs / "weights-1.npz")
+    ref = np.load(r["single_logs"] / "weights-single.npz")
+    chief, other = np.load(r["mw_logs"] / "weights-0.npz"), np.load(r["mw_logs"] / "weights-1.npz")
     assert len(ref.files) == len(chief.files) == len(other.files) > 10
-    between_workers = max(float(np.abs(chief[k] - other[k]).max()) for k in chief.files)
-    diff = max(float(np.abs(chief[k] - ref[k]).max()) for k in ref.files)
-    assert between_workers == 0.0
-    assert diff < 1e-5
-    exported = h5_arrays(mw_out / "model.weights.h5")
-    single_exported = h5_arrays(single_out / "model.weights.h5")
+    assert max(float(np.abs(chief[k] - other[k]).max()) for k in chief.files) == 0.0
+    assert max(float(np.abs(chief[k] - ref[k]).max()) for k in ref.files) < 1e-5
+    exported = h5_arrays(r["mw_out"] / "model.weights.h5")
+    single_exported = h5_arrays(r["single_out"] / "model.weights.h5")
     assert exported.keys() == single_exported.keys()
     assert max(float(np.abs(exported[k] - single_exported[k]).max()) for k in exported) < 1e-5
 
     # only the chief wrote: checkpoints, weights and logs in --out; the other worker's folder is gone
+    mw_out, outs = r["mw_out"], r["outs"]
     assert sorted(p.name for p in (mw_out / "checkpoints").iterdir()) == ["epoch_0001.keras", "latest.json"]
     assert not list(mw_out.glob(".worker-*"))
     assert "not the chief; writing to" in outs[1] and "not the chief" not in outs[0]
 
 
-def test_killed_worker_resumes_from_last_complete_epoch(setup):
-    base, root, hook = setup
+def test_killed_worker_resumes_from_last_complete_epoch(one_epoch):
+    """The one-epoch run goes on to 3 epochs (both workers resume from the chief's epoch 1); worker 1 is killed
+    in epoch 3; the chief stops with one line; both restarted with the same command resume from epoch 2."""
+    base, root, hook, r = one_epoch
+    out = base / "kill_run"
+    shutil.copytree(r["mw_out"], out)
     cfg = base / "mw3.ini"
-    cfg.write_text(CFG.format(root=root, epochs=3, strategy="multiworker", optimizer="StepsPerEpoch = 6"))
-    logs, out = base / "kill_logs", base / "kill_run"
+    cfg.write_text(CFG.format(root=root, epochs=3, strategy="multiworker", optimizer=EXACT))
+    logs = base / "kill_logs"
     logs.mkdir()
     ports = free_ports(2)
-    procs = start_workers(base, hook, logs, cfg, out, ports, sleep=1.0)
-    latest = out / "checkpoints" / "latest.json"
+    procs = start_workers(base, hook, logs, cfg, out, ports, sleep=1.0, slow_from=2)
+    latest, other_latest = out / "checkpoints" / "latest.json", out / ".worker-1" / "checkpoints" / "latest.json"
+
+    def epoch(path):
+        return json.loads(path.read_text())["epoch"] if path.is_file() else 0
+
     try:
-        deadline = time.time() + 150
-        while not latest.is_file() and time.time() < deadline and all(p.poll() is None for p in procs):
-            time.sleep(0.2)
-        assert latest.is_file(), (base / "kill_run-worker0.out").read_text()[-3000:]
-        time.sleep(2.5)  # well into epoch 2 (1 s per step from there on)
-        assert json.loads(latest.read_text())["epoch"] == 1
+        deadline = time.time() + 600
+        while min(epoch(latest), epoch(other_latest)) < 2 and time.time() < deadline and all(
+                p.poll() is None for p in procs):
+            time.sleep(0.1)
+        assert epoch(latest) == epoch(other_latest) == 2, (base / "kill_run-worker0.out").read_text()[-3000:]
+        time.sleep(0.5)  # into epoch 3 (1 s per step from there on)
         os.killpg(procs[1].pid, signal.SIGKILL)  # lose worker 1 mid-epoch
         procs[1].wait()
-        chief_code = procs[0].wait(timeout=90)  # its next all-reduce fails: one line, exit code 2
+        chief_code = procs[0].wait(timeout=300)  # its next all-reduce fails: one line, exit code 2
         chief_out = (base / "kill_run-worker0.out").read_text()
         assert chief_code == 2 and "error: training stopped: another worker was lost" in chief_out, chief_out[-3000:]
-        assert "the last complete checkpoint (epoch 1)" in chief_out
-        assert json.loads(latest.read_text())["epoch"] == 1
-        assert (out / ".worker-1" / "checkpoints" / "epoch_0001.keras").is_file()  # kept for the restart
+        assert "the last complete checkpoint (epoch 2)" in chief_out
+        assert epoch(latest) == 2 and (out / ".worker-1").is_dir()  # the worker's folder is kept for the restart
         procs = start_workers(base, hook, logs, cfg, out, ports)
-        codes = wait_all(procs, 150)
+        codes = wait_all(procs, 600)
     finally:
         stop(procs)
     outs = [(base / f"kill_run-worker{i}.out").read_text() for i in range(2)]
     assert codes == [0, 0], "\n----\n".join(o[-3000:] for o in outs)
-    for o in outs:
-        assert "(completed epochs: 1)" in o
-    assert json.loads(latest.read_text())["epoch"] == 3
+    for o in outs:  # first run: from the one-epoch run's checkpoint; restart: from epoch 2, the chief's file
+        assert f"resuming from {out / 'checkpoints' / 'epoch_0001.keras'} (completed epochs: 1)" in o
+        assert f"resuming from {out / 'checkpoints' / 'epoch_0002.keras'} (completed epochs: 2)" in o
+        assert "Epoch 3/3" in o.split("(completed epochs: 2)")[1] and "Epoch 2/3" not in o.split(
+            "(completed epochs: 2)")[1]
+    assert epoch(latest) == 3
     assert (out / "model.weights.h5").is_file() and not list(out.glob(".worker-*"))
     chief, other = np.load(logs / "weights-0.npz"), np.load(logs / "weights-1.npz")
     assert max(float(np.abs(chief[k] - other[k]).max()) for k in chief.files) == 0.0
+    before, after = h5_arrays(r["mw_out"] / "model.weights.h5"), h5_arrays(out / "model.weights.h5")
+    assert max(float(np.abs(after[k] - before[k]).max()) for k in before) > 1e-4  # epochs 2 and 3 trained on

@@ -157,14 +157,14 @@ def test_two_shard_processes_predict_every_case_once_like_one_process(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(root_dir), "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
 
     def start(out, *extra):
-        return subprocess.Popen(["timeout", "-s", "KILL", "170", sys.executable, "run.py", "--cfg", str(cfg_path),
+        return subprocess.Popen(["timeout", "-s", "KILL", "600", sys.executable, "run.py", "--cfg", str(cfg_path),
                                  "--mode", "predict", "--input", str(inputs), "--out", str(out), *extra],
                                 cwd=root_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     procs = [start(tmp_path / "one"), start(tmp_path / "sharded", "--shard", "0/2"),
              start(tmp_path / "sharded", "--shard", "1/2")]
     try:
-        outs = [p.communicate(timeout=175)[0] for p in procs]
+        outs = [p.communicate(timeout=610)[0] for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
