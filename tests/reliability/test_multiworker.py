@@ -288,3 +288,41 @@ def test_killed_worker_resumes_from_last_complete_epoch(one_epoch):
     assert max(float(np.abs(chief[k] - other[k]).max()) for k in chief.files) == 0.0
     before, after = h5_arrays(r["mw_out"] / "model.weights.h5"), h5_arrays(out / "model.weights.h5")
     assert max(float(np.abs(after[k] - before[k]).max()) for k in before) > 1e-4  # epochs 2 and 3 trained on
+
+
+def test_multiworker_roles_folders_and_shard_options(tmp_path, monkeypatch):
+    """The pieces the two-process tests rely on, without starting a cluster."""
+    import tensorflow as tf
+
+    from ldseg_suite import distribute
+    from ldseg_suite.errors import LDSegError
+
+    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert distribute.is_chief() and distribute.worker_dir(tmp_path) == tmp_path
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}}))
+    assert distribute.is_chief() and distribute.worker_dir(tmp_path) == tmp_path
+    assert distribute.checkpoint_source(tmp_path / "checkpoints") == tmp_path / "checkpoints"
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}}))
+    own = distribute.worker_dir(tmp_path)
+    assert not distribute.is_chief() and own == tmp_path / ".worker-1"
+    assert distribute.checkpoint_source(own / "checkpoints") == own / "checkpoints"  # the chief has none yet
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "latest.json").write_text('{"epoch": 1, "file": "epoch_0001.keras"}')
+    assert distribute.checkpoint_source(own / "checkpoints") == tmp_path / "checkpoints"  # sees the chief's
+    own.mkdir()
+    distribute.finish(own)
+    assert not own.exists() and tmp_path.exists()
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"chief": ["h:1"], **cluster},
+                                                "task": {"type": "worker", "index": 0}}))
+    assert not distribute.is_chief()  # a cluster with a chief task: worker 0 is not the chief
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(LDSegError, match="TF_CONFIG: expected JSON"):
+        distribute.is_chief()
+    policy = tf.data.experimental.AutoShardPolicy
+    assert distribute.shard_options(True).experimental_distribute.auto_shard_policy == policy.FILE
+    assert distribute.shard_options(False).experimental_distribute.auto_shard_policy == policy.DATA
+    monkeypatch.delenv("TF_CONFIG")
+    with pytest.raises(LDSegError, match="needs the TF_CONFIG environment variable"):
+        distribute.strategy_for("multiworker")
+    assert distribute.agree_on_epoch(tf.distribute.get_strategy(), 3) == 3  # one worker: nothing to agree on
