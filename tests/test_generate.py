@@ -5,8 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ldseg_suite import cli
+from ldseg_suite import cli, config, sections, training
 from ldseg_suite.data.idx import write_idx
+from ldseg_suite.tasks import generate
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +89,19 @@ def test_generation_models_train_sample_and_score(idx_root, tmp_path):
         assert np.isfinite(table.fid_local).all() and (table.fid_local >= -1e-6).all()
         assert len(table) == (3 if method == "lsd_ebm_2d" else 2)
         assert "not comparable to Inception FID" in (out / "fid.md").read_text()
+    # the energy alone, trained on the fixed encoder and generator of the LSD-EBM just trained
+    source = tmp_path / "lsd_ebm_2d" / "model.weights.h5"
+    out = tmp_path / "fixed"
+    assert cli.main(["--cfg", str(tmp_path / "lsd_ebm_2d.ini"), "--mode", "train", "--out", str(out), "--set",
+                     f"Prior.Backbone={source}", "--set", "Prior.TrainBackbone=false", "--set",
+                     "Prior.GradPenalty=0.1"]) == 0
+    cfg = config.load(tmp_path / "lsd_ebm_2d.ini", sections.schema_for)
+    before, after = generate.build_model(cfg), generate.build_model(cfg)
+    training.load_weights(before, source, "w")
+    training.load_weights(after, out / "model.weights.h5", "w")
+    for a, b in zip(before.backbone_weights(), after.backbone_weights(), strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert not all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(before.energy.weights, after.energy.weights))
 
 
 def test_missing_idx_folder_is_a_clear_error(tmp_path, capsys):

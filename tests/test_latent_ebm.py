@@ -62,6 +62,28 @@ def test_lsd_ebm_schedule_ends_near_pure_noise_and_samples_through_all_segments(
     np.testing.assert_array_equal(z.numpy(), model.sample_latents(3, seed=1)[0].numpy())
 
 
+def test_gradient_penalty_adds_the_mean_squared_energy_gradient():
+    model = tiny(ShapeLSDEBM, langevin_steps=2, segments=4, grad_penalty=0.5, train_backbone=False)
+    rng = np.random.default_rng(0)
+    z_pos, z_neg = (tf.constant(rng.normal(size=(5, 6)), tf.float32) for _ in range(2))
+    t = tf.constant([0, 1, 2, 3, 1])
+    loss, logs = model.energy_loss(z_pos, z_neg, t)
+    by_hand = []
+    for z in (z_pos, z_neg):  # the squared gradient of E(z, t) / beta_t per example, by hand
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            e = tf.reduce_sum(model.energy(z, t) / tf.gather(model.beta, t))
+        by_hand.append(tf.reduce_sum(tape.gradient(e, z) ** 2, axis=-1))
+    model.hp["grad_penalty"] = 0.0
+    plain, plain_logs = model.energy_loss(z_pos, z_neg, t)
+    assert "grad_sq" not in plain_logs and float(logs["grad_sq"]) > 0
+    np.testing.assert_allclose(float(loss - plain), 0.5 * float(logs["grad_sq"]), rtol=1e-4)
+    np.testing.assert_allclose(float(logs["grad_sq"]), float(tf.reduce_mean(tf.concat(by_hand, 0))), rtol=1e-4)
+    model.hp["grad_penalty"] = 0.5
+    logs = model.train_on_batch(*batch(), return_dict=True)
+    assert np.isfinite(logs["grad_sq"]) and logs["grad_sq"] > 0
+
+
 def test_latent_standardizer_learns_mean_and_std_and_round_trips():
     layer = LatentStandardizer(momentum=0.9)
     layer.build((None, 3))

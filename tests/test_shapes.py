@@ -2,7 +2,7 @@
 import numpy as np
 import pandas as pd
 
-from ldseg_suite import cli
+from ldseg_suite import cli, metrics
 from ldseg_suite.data import readers, shapes
 from ldseg_suite.tasks import shape_compare
 from ldseg_suite.tasks import shapes as shape_task
@@ -15,6 +15,23 @@ def test_vertebra_generator_is_deterministic_and_plausible():
     for m in a:
         assert m.dtype == np.uint8 and set(np.unique(m)) == {0, 1}
         assert 0.01 < m.mean() < 0.2  # a solid object, neither empty nor filling the box
+
+
+def test_segment_generator_is_deterministic_and_thick_slices_lose_much_of_it():
+    a, b = shapes.make_segments(4, 32, seed=1), shapes.make_segments(4, 32, seed=1)
+    np.testing.assert_array_equal(a[3], b[3])
+    assert not np.array_equal(a[0], a[1])
+    dice = {2: [], 8: []}
+    for m in a:
+        assert m.dtype == np.uint8 and 0.03 < m.mean() < 0.2
+        z = np.flatnonzero(m.any(axis=(0, 1)))
+        assert z[-1] - z[0] + 1 >= 22  # one vertebra spans at most ~16 of 32 slices: the neighbours are in view
+        for factor in dice:
+            thick = m.reshape(32, 32, 32 // factor, factor).mean(-1)
+            dice[factor].append(metrics.dice(shape_task.upsample(thick, factor) > 0.5, m > 0))
+    # the thick-slice regime of the shipped configs (factor 8) loses much of the shape, factor 2 little
+    assert np.mean(dice[8]) < 0.85 < 0.9 < np.mean(dice[2])
+    assert shapes.GENERATORS["segment"] is shapes.make_segments
 
 
 def test_vae_train_and_infer_end_to_end(tmp_path):
@@ -93,8 +110,8 @@ def test_lebm_lsd_ebm_on_a_fixed_vae_backbone_and_the_comparison_table(tmp_path,
     _write_cfg(cfgs["lsd_ebm"], "lsd_ebm", root,
                f"[Diffusion]\nSegments = 3\n[Compare]\nVAE = {cfgs['vae']}\nLEBM = {cfgs['lebm']}\nSegments = 1, 2\n"
                "Samples = 8\n")
-    cfgs["lsd_ebm"].write_text(cfgs["lsd_ebm"].read_text().replace("TrainBackbone = false\n",
-                                                                    "TrainBackbone = false\nStandardize = true\n"))
+    cfgs["lsd_ebm"].write_text(cfgs["lsd_ebm"].read_text().replace(
+        "TrainBackbone = false\n", "TrainBackbone = false\nStandardize = true\nGradPenalty = 0.1\n"))
     backbone = runs["vae"] / "model.weights.h5"
     for m, path in cfgs.items():
         path.write_text(path.read_text().format(backbone=backbone, weights=runs[m] / "model.weights.h5"))
@@ -117,9 +134,10 @@ def test_lebm_lsd_ebm_on_a_fixed_vae_backbone_and_the_comparison_table(tmp_path,
     assert list((out / "gifs").glob("compare_*.gif"))
     val = tmp_path / "val"  # the validation split plus fresh generator shapes
     assert cli.main(["--cfg", str(cfgs["lsd_ebm"]), "--mode", "compare", "--out", str(val), "--set",
-                     "Compare.Split=val", "--set", "Compare.ExtraShapes=2"]) == 0
+                     "Compare.Split=val", "--set", "Compare.ExtraShapes=2", "--set", "Compare.Generator=segment"]) == 0
     cases = set(pd.read_csv(val / "compare.csv").case)
     assert len(cases) == 3 and {"generated_s2_000", "generated_s2_001"} <= cases
+    assert "make_segments(seed=2)" in (val / "compare.md").read_text()
     assert cli.main(["--cfg", str(cfgs["lsd_ebm"]), "--mode", "compare_steps", "--out", str(out)]) == 0
     assert sorted(pd.read_csv(out / "steps.csv").segments.unique()) == [1, 2]
     assert (out / "steps.png").stat().st_size > 0

@@ -213,7 +213,7 @@ class _LatentPriorVAE(ShapeVAE):
         loss = ops.mean(e_pos - e_neg) + 0.01 * ops.mean(r ** 2) * 2
         logs = {"ebm_loss": loss, "e_pos": e_pos, "e_neg": e_neg}
         if self.hp["grad_penalty"]:
-            grad = tape.gradient(ops.sum(scaled), both)
+            grad = tape.gradient(scaled, both)  # of the sum over examples: each row is its own example's
             penalty = ops.mean(ops.sum(grad ** 2, axis=-1))
             loss = loss + self.hp["grad_penalty"] * penalty
             logs["grad_sq"] = penalty
