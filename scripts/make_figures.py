@@ -104,13 +104,9 @@ def fig_ldseg(run_dir: Path, checkout: Path) -> Path:
 
 
 def _psnr(run_dir: Path) -> dict:
-    """Mean PSNR of the three planes per method from the run's metrics.csv ({} when the columns differ)."""
-    try:
-        table = pd.read_csv(run_dir / "metrics.csv")
-        cols = [c for c in table.columns if c.lower().startswith("psnr")]
-        return {str(r["method"]): float(np.mean([r[c] for c in cols])) for _, r in table.iterrows()} if cols else {}
-    except (OSError, KeyError, ValueError):
-        return {}
+    """Mean PSNR of the three planes per method ("baseline", "TPDM", ...) from the run's metrics.csv."""
+    table = pd.read_csv(run_dir / "metrics.csv")
+    return {str(m).split(" (")[0]: float(v) for m, v in zip(table["method"], table["psnr_mean"])}
 
 
 def fig_tpdm(run_dir: Path, checkout: Path) -> Path:
@@ -120,8 +116,7 @@ def fig_tpdm(run_dir: Path, checkout: Path) -> Path:
     psnr = _psnr(run_dir)
     x0, y0 = truth.shape[0] // 2, truth.shape[1] // 2 + 4
     panels = [("truth", truth), (f"input: {factor} z-slices averaged", thick),
-              ("cubic interpolation" + (f"\n{psnr['baseline']:.1f} dB" if "baseline" in psnr else ""), base),
-              ("TPDM" + (f"\n{psnr['TPDM']:.1f} dB" if "TPDM" in psnr else ""), tpdm)]
+              (f"cubic interpolation\n{psnr['baseline']:.2f} dB", base), (f"TPDM\n{psnr['TPDM']:.2f} dB", tpdm)]
     fig, axes = plt.subplots(2, 4, figsize=(8.4, 4.6))
     for j, (title, vol) in enumerate(panels):
         for i, (cut, plane) in enumerate(((vol[:, y0, :], "coronal"), (vol[x0, :, :], "sagittal"))):
@@ -142,65 +137,70 @@ def fig_tpdm(run_dir: Path, checkout: Path) -> Path:
 def fig_mgdcr(run_dir: Path, checkout: Path) -> Path:
     sys.path.insert(0, str(checkout))
     from ldseg_suite import config, sections
-    from ldseg_suite.data.cardiac import sax_observed
+    from ldseg_suite.data.cardiac import make_cardiac_case, sax_observed, segment_by_intensity
 
     cfg = config.load(checkout / RUNS["mgdcr"][0], sections.schema_for)
+    p, r, acq = cfg.Phantom, cfg.Reconstruct, cfg.Acquisition
+    case = make_cardiac_case(10000 + r.Case, size=p.Size, slices=p.Slices, frames=p.Frames)  # held-out seeds
+    frame = case.ed_frame if r.Frame == "ed" else case.es_frame
+    labels = case.labels[..., frame]
     truth, recon = load(run_dir / "truth.nii.gz"), load(run_dir / "reconstruction.nii.gz")
-    acq = cfg.Acquisition
+    spacing = tuple(float(s) for s in np.abs(np.diag(nib.load(str(run_dir / "truth.nii.gz")).affine)[:3]))
     observed = sax_observed(truth.shape[2], acq.KeepEvery, acq.Missing)
     z = np.arange(truth.shape[2])
     cubic = np.clip(CubicSpline(observed, truth[..., observed], axis=2)(z), 0, 1)
     missing = np.setdiff1d(z, observed)
     k = int(missing[np.argmin(np.abs(missing - truth.shape[2] // 2))])
-    spacing = np.abs(np.diag(nib.load(str(run_dir / "truth.nii.gz")).affine)[:3])
     row = int(np.argmax(ndimage.uniform_filter(truth[..., k], 9).max(axis=1)))  # a row through the heart
 
-    def err(vol):
-        return float(np.sqrt(np.mean((vol[..., missing] - truth[..., missing]) ** 2)))
+    def scores(vol):
+        seg = segment_by_intensity(vol, spacing=spacing)
+        mean_dice = np.mean([dice(seg == c, labels == c) for c in (1, 2, 3)])
+        rmse = float(np.sqrt(np.mean((vol[..., missing] - truth[..., missing]) ** 2)))
+        return f"mean Dice {mean_dice:.3f}, RMSE {rmse:.3f}"
 
-    panels = [("truth", truth), (f"cubic interpolation\nRMSE {err(cubic):.3f}", cubic),
-              (f"MGDCR\nRMSE {err(recon):.3f}", recon)]
-    fig, axes = plt.subplots(2, 3, figsize=(7.2, 5.4), gridspec_kw={"height_ratios": [1, 0.95]})
+    panels = [("truth", truth), (f"cubic interpolation\n{scores(cubic)}", cubic), (f"MGDCR\n{scores(recon)}", recon)]
+    fig, axes = plt.subplots(2, 3, figsize=(7.6, 5.6), gridspec_kw={"height_ratios": [1, 0.95]})
     for j, (title, vol) in enumerate(panels):
         axes[0, j].imshow(vol[..., k].T, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         axes[0, j].set_title(title, fontsize=9)
-        cut = vol[row, :, :].T  # slices down, columns across
-        axes[1, j].imshow(cut, cmap="gray", vmin=0, vmax=1, interpolation="nearest",
-                          aspect=spacing[2] / spacing[1])
-        for s in observed:
-            axes[1, j].plot([-1.5], [s], marker=">", color="tab:orange", markersize=3, clip_on=False)
+        axes[1, j].imshow(vol[row, :, :].T, cmap="gray", vmin=0, vmax=1, interpolation="nearest",
+                          aspect=spacing[2] / spacing[1])  # slices down, columns across, at the true spacing
+        for s in observed:  # markers just left of the image, outside the axes
+            axes[1, j].plot([-2.0], [s], marker=">", color="tab:orange", markersize=4, clip_on=False)
         axes[1, j].axhline(k, color="tab:cyan", lw=0.6, ls=":")
+        axes[1, j].set_xlim(-0.5, truth.shape[1] - 0.5)
         for ax in axes[:, j]:
             ax.set_xticks([])
             ax.set_yticks([])
     axes[0, 0].set_ylabel(f"SAX slice {k} (not observed)", fontsize=9)
-    axes[1, 0].set_ylabel("through-plane cut\n(> observed slices)", fontsize=9)
-    fig.suptitle(f"MGDCR, held-out phantom {cfg.Reconstruct.Case} ({cfg.Reconstruct.Frame.upper()}): SAX slices "
-                 f"{', '.join(map(str, observed))} of {truth.shape[2]} + 2ch/3ch/4ch views observed;\n"
-                 "RMSE on the missing slices", fontsize=9)
+    axes[1, 0].set_ylabel("through-plane cut\n(> observed slices)", fontsize=9, labelpad=9)
+    fig.suptitle(f"MGDCR, held-out phantom {r.Case} ({r.Frame.upper()}): SAX slices {', '.join(map(str, observed))} "
+                 f"of {truth.shape[2]} + 2ch/3ch/4ch views observed.\nDice of LV, myocardium, RV (classical "
+                 "segmentation of each volume); RMSE on the missing slices", fontsize=9)
     fig.tight_layout()
     return save(fig, "mgdcr_slice.png")
 
 
-def _surface(ax, mask: np.ndarray, color, spacing=(1, 1, 1)):
+def _surface(ax, mask: np.ndarray, color, box):
+    """A shaded marching-cubes surface of ``mask`` inside ``box`` (slices), z (the thick-slice axis) upwards."""
     from mpl_toolkits.mplot3d.art3d import Poly3DCollection
     from skimage.measure import marching_cubes
 
-    verts, faces, _, _ = marching_cubes(np.pad(mask.astype(np.float32), 1), 0.5, spacing=spacing, step_size=1)
-    mesh = Poly3DCollection(verts[faces], facecolor=color, edgecolor="none", linewidth=0)
-    light = np.array([0.4, -0.6, 0.7])
-    normals = np.cross(verts[faces][:, 1] - verts[faces][:, 0], verts[faces][:, 2] - verts[faces][:, 0])
+    verts, faces, _, _ = marching_cubes(mask[box].astype(np.float32), 0.5, step_size=1)
+    tris = verts[faces]
+    normals = np.cross(tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 0])
     normals /= np.linalg.norm(normals, axis=1, keepdims=True) + 1e-9
-    shade = 0.35 + 0.65 * np.clip(np.abs(normals @ (light / np.linalg.norm(light))), 0, 1)
-    base = np.array(matplotlib.colors.to_rgb(color))
-    mesh.set_facecolor(np.clip(base[None] * shade[:, None], 0, 1))
-    ax.add_collection3d(mesh)
-    n = np.array(mask.shape) + 2
+    light = np.array([0.4, -0.6, 0.7]) / np.linalg.norm([0.4, -0.6, 0.7])
+    shade = 0.3 + 0.7 * np.abs(normals @ light)
+    colors = np.clip(np.array(matplotlib.colors.to_rgb(color))[None] * shade[:, None], 0, 1)
+    ax.add_collection3d(Poly3DCollection(tris, facecolors=colors, edgecolor="none", linewidth=0))
+    n = [s.stop - s.start for s in box]
     ax.set_xlim(0, n[0])
     ax.set_ylim(0, n[1])
     ax.set_zlim(0, n[2])
-    ax.set_box_aspect(n)
-    ax.view_init(elev=12, azim=-60)
+    ax.set_box_aspect(n, zoom=1.25)
+    ax.view_init(elev=15, azim=-55)
     ax.set_axis_off()
 
 
@@ -228,14 +228,18 @@ def fig_vertebra(run_dir: Path, checkout: Path) -> Path:
               (f"upsampling baseline\nDice {dice(upsampled, truth):.3f}", upsampled, "tab:blue"),
               (f"LSD-EBM\nDice {dice(recon, truth):.3f}", recon, "tab:orange"),
               ("truth", truth, "tab:green")]
-    fig = plt.figure(figsize=(9.6, 3.1))
+    lo = np.argwhere(truth | recon | staircase | upsampled).min(0)
+    hi = np.argwhere(truth | recon | staircase | upsampled).max(0)
+    box = tuple(slice(max(0, a - 2), min(n, b + 3)) for a, b, n in zip(lo, hi, truth.shape))
+    fig = plt.figure(figsize=(10, 3.6))
     for j, (title, mask, color) in enumerate(panels):
         ax = fig.add_subplot(1, 4, j + 1, projection="3d")
-        _surface(ax, mask, color)
-        ax.set_title(title, fontsize=9, y=0.95)
-    fig.suptitle(f"Thick-slice vertebra reconstruction, held-out shape {case} ({'x'.join(map(str, truth.shape))})",
-                 fontsize=9)
-    fig.subplots_adjust(left=0, right=1, bottom=0, top=0.86, wspace=0)
+        _surface(ax, mask, color, box)
+        ax.set_title(title, fontsize=9, y=0.98)
+    fig.suptitle(f"Thick-slice reconstruction of held-out vertebra {case} ({'x'.join(map(str, truth.shape))}), the "
+                 f"test shape where LSD-EBM gains most over upsampling;\nmean Dice over the {len(ours)} test shapes: "
+                 f"LSD-EBM {ours.mean():.3f}, upsampling {base.mean():.3f}", fontsize=9)
+    fig.subplots_adjust(left=0, right=1, bottom=0, top=0.84, wspace=0)
     return save(fig, "vertebra_reconstruction.png")
 
 
