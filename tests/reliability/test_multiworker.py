@@ -8,7 +8,6 @@ so a worker can be killed mid-epoch.
 """
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -99,6 +98,13 @@ if os.environ.get("MW_HOOK_DIR"):
         return model
 
     training.fit = dumping_fit
+    save = training.save_checkpoint
+
+    def dumping_save(model, ckpt_dir, epoch, *args, **kwargs):
+        np.savez(f"{out}/weights-{tag}-epoch{epoch}.npz", *model.get_weights())
+        return save(model, ckpt_dir, epoch, *args, **kwargs)
+
+    training.save_checkpoint = dumping_save
     pause = float(os.environ.get("MW_SLEEP", "0"))
     if pause:
         after = training.NaNGuard.on_train_batch_end
@@ -185,109 +191,95 @@ def h5_arrays(path):
 
 
 @pytest.fixture(scope="module")
-def one_epoch(setup):
-    """Two workers and, at the same time, one process train one epoch; returns (base, root, hook, outputs)."""
+def runs(setup):
+    """Two workers train 2 epochs while one process trains 1 on the same global batches; worker 1 is killed in
+    epoch 2; both workers are restarted with the same command and finish. Returns (base, outputs)."""
     base, root, hook = setup
     single_cfg, mw_cfg = base / "single.ini", base / "mw.ini"
     single_cfg.write_text(CFG.format(root=root, epochs=1, strategy="none", optimizer=EXACT))
-    mw_cfg.write_text(CFG.format(root=root, epochs=1, strategy="multiworker", optimizer=EXACT))
-    single_logs, mw_logs = base / "single_logs", base / "mw_logs"
+    mw_cfg.write_text(CFG.format(root=root, epochs=2, strategy="multiworker", optimizer=EXACT))
+    single_logs, mw_logs, single_out, out = base / "single_logs", base / "mw_logs", base / "single_run", base / "mw_run"
     single_logs.mkdir()
     mw_logs.mkdir()
-    single_out, mw_out = base / "single_run", base / "mw_run"
-    procs = start_workers(base, hook, mw_logs, mw_cfg, mw_out, free_ports(2))
-    try:
-        single = subprocess.run(["timeout", "-s", "KILL", "600", sys.executable, "run.py", "--cfg", str(single_cfg),
-                                 "--mode", "train", "--out", str(single_out)], cwd=ROOT,
-                                env=env_for(hook, single_logs), capture_output=True, text=True)
-        codes = wait_all(procs, 600)
-    finally:
-        stop(procs)
-    outs = [(base / f"mw_run-worker{i}.out").read_text() for i in range(2)]
-    assert single.returncode == 0, single.stdout[-2000:] + single.stderr[-2000:]
-    assert codes == [0, 0], "\n----\n".join(o[-3000:] for o in outs)
-    return base, root, hook, dict(single_logs=single_logs, mw_logs=mw_logs, single_out=single_out, mw_out=mw_out,
-                                  outs=outs)
-
-
-def test_two_workers_train_like_one_process_and_only_the_chief_writes(one_epoch):
-    *_, r = one_epoch
-    # every training example once per epoch: the two workers split each global batch of the single run
-    one = seen(r["single_logs"], "single")
-    w0, w1 = seen(r["mw_logs"], "0"), seen(r["mw_logs"], "1")
-    assert len(one) == 2 and all(len(b) == 4 for b in one)
-    assert len(w0) == len(w1) == 2 and all(len(b) == 2 for b in w0 + w1)
-    per_epoch = sorted(v for b in w0 + w1 for v in b)
-    assert len(set(per_epoch)) == 8 == len(per_epoch)  # 8 distinct cases, none twice
-    assert per_epoch == sorted(v for b in one for v in b)
-    assert [sorted(a + b) for a, b in zip(w0, w1)] == [sorted(b) for b in one]
-
-    # both workers end with the same weights, equal to the single process on the same global batch
-    ref = np.load(r["single_logs"] / "weights-single.npz")
-    chief, other = np.load(r["mw_logs"] / "weights-0.npz"), np.load(r["mw_logs"] / "weights-1.npz")
-    assert len(ref.files) == len(chief.files) == len(other.files) > 10
-    assert max(float(np.abs(chief[k] - other[k]).max()) for k in chief.files) == 0.0
-    assert max(float(np.abs(chief[k] - ref[k]).max()) for k in ref.files) < 1e-5
-    exported = h5_arrays(r["mw_out"] / "model.weights.h5")
-    single_exported = h5_arrays(r["single_out"] / "model.weights.h5")
-    assert exported.keys() == single_exported.keys()
-    assert max(float(np.abs(exported[k] - single_exported[k]).max()) for k in exported) < 1e-5
-
-    # only the chief wrote: checkpoints, weights and logs in --out; the other worker's folder is gone
-    mw_out, outs = r["mw_out"], r["outs"]
-    assert sorted(p.name for p in (mw_out / "checkpoints").iterdir()) == ["epoch_0001.keras", "latest.json"]
-    assert not list(mw_out.glob(".worker-*"))
-    assert "not the chief; writing to" in outs[1] and "not the chief" not in outs[0]
-
-
-def test_killed_worker_resumes_from_last_complete_epoch(one_epoch):
-    """The one-epoch run goes on to 3 epochs (both workers resume from the chief's epoch 1); worker 1 is killed
-    in epoch 3; the chief stops with one line; both restarted with the same command resume from epoch 2."""
-    base, root, hook, r = one_epoch
-    out = base / "kill_run"
-    shutil.copytree(r["mw_out"], out)
-    cfg = base / "mw3.ini"
-    cfg.write_text(CFG.format(root=root, epochs=3, strategy="multiworker", optimizer=EXACT))
-    logs = base / "kill_logs"
-    logs.mkdir()
     ports = free_ports(2)
-    procs = start_workers(base, hook, logs, cfg, out, ports, sleep=1.0, slow_from=2)
     latest, other_latest = out / "checkpoints" / "latest.json", out / ".worker-1" / "checkpoints" / "latest.json"
 
     def epoch(path):
         return json.loads(path.read_text())["epoch"] if path.is_file() else 0
 
+    procs = start_workers(base, hook, mw_logs, mw_cfg, out, ports, sleep=1.0, slow_from=1)
+    single = subprocess.Popen(["timeout", "-s", "KILL", "600", sys.executable, "run.py", "--cfg", str(single_cfg),
+                               "--mode", "train", "--out", str(single_out)], cwd=ROOT, env=env_for(hook, single_logs),
+                              stdout=open(base / "single.out", "w"), stderr=subprocess.STDOUT,
+                              start_new_session=True)
     try:
         deadline = time.time() + 600
-        while min(epoch(latest), epoch(other_latest)) < 2 and time.time() < deadline and all(
+        while min(epoch(latest), epoch(other_latest)) < 1 and time.time() < deadline and all(
                 p.poll() is None for p in procs):
             time.sleep(0.1)
-        assert epoch(latest) == epoch(other_latest) == 2, (base / "kill_run-worker0.out").read_text()[-3000:]
-        time.sleep(0.5)  # into epoch 3 (1 s per step from there on)
+        assert epoch(latest) == epoch(other_latest) == 1, (base / "mw_run-worker0.out").read_text()[-3000:]
+        time.sleep(0.5)  # into epoch 2 (1 s per step from there on)
         os.killpg(procs[1].pid, signal.SIGKILL)  # lose worker 1 mid-epoch
         procs[1].wait()
         chief_code = procs[0].wait(timeout=300)  # its next all-reduce fails: one line, exit code 2
-        chief_out = (base / "kill_run-worker0.out").read_text()
-        assert chief_code == 2 and "error: training stopped: another worker was lost" in chief_out, chief_out[-3000:]
-        assert "the last complete checkpoint (epoch 2)" in chief_out
-        assert epoch(latest) == 2 and (out / ".worker-1").is_dir()  # the worker's folder is kept for the restart
-        procs = start_workers(base, hook, logs, cfg, out, ports)
+        first = [(base / f"mw_run-worker{i}.out").read_text() for i in range(2)]
+        latest_after_kill, kept = epoch(latest), (out / ".worker-1").is_dir()
+        procs = start_workers(base, hook, mw_logs, mw_cfg, out, ports)  # the same command again
+        single.wait(timeout=600)
         codes = wait_all(procs, 600)
     finally:
-        stop(procs)
-    outs = [(base / f"kill_run-worker{i}.out").read_text() for i in range(2)]
+        stop(procs + [single])
+    assert single.returncode == 0, (base / "single.out").read_text()[-3000:]
+    outs = [(base / f"mw_run-worker{i}.out").read_text()[len(first[i]):] for i in range(2)]
     assert codes == [0, 0], "\n----\n".join(o[-3000:] for o in outs)
-    for o in outs:  # first run: from the one-epoch run's checkpoint; restart: from epoch 2, the chief's file
-        assert f"resuming from {out / 'checkpoints' / 'epoch_0001.keras'} (completed epochs: 1)" in o
-        assert f"resuming from {out / 'checkpoints' / 'epoch_0002.keras'} (completed epochs: 2)" in o
-        assert "Epoch 3/3" in o.split("(completed epochs: 2)")[1] and "Epoch 2/3" not in o.split(
-            "(completed epochs: 2)")[1]
-    assert epoch(latest) == 3
-    assert (out / "model.weights.h5").is_file() and not list(out.glob(".worker-*"))
-    chief, other = np.load(logs / "weights-0.npz"), np.load(logs / "weights-1.npz")
+    return base, dict(single_logs=single_logs, mw_logs=mw_logs, single_out=single_out, out=out, first=first,
+                      outs=outs, chief_code=chief_code, latest_after_kill=latest_after_kill, kept=kept)
+
+
+def test_two_workers_train_like_one_process_and_only_the_chief_writes(runs):
+    _, r = runs
+    # every training example once per epoch: the two workers split each global batch of the single run
+    one = seen(r["single_logs"], "single")
+    w0, w1 = seen(r["mw_logs"], "0")[:2], seen(r["mw_logs"], "1")[:2]  # epoch 1 (2 global steps)
+    assert len(one) == 2 and all(len(b) == 4 for b in one)
+    assert all(len(b) == 2 for b in w0 + w1)
+    per_epoch = sorted(v for b in w0 + w1 for v in b)
+    assert len(set(per_epoch)) == 8 == len(per_epoch)  # 8 distinct cases, none twice
+    assert per_epoch == sorted(v for b in one for v in b)
+    assert [sorted(a + b) for a, b in zip(w0, w1)] == [sorted(b) for b in one]
+
+    # after epoch 1 both workers hold the same weights, equal to the single process on the same global batches
+    ref = np.load(r["single_logs"] / "weights-single.npz")
+    chief, other = np.load(r["mw_logs"] / "weights-0-epoch1.npz"), np.load(r["mw_logs"] / "weights-1-epoch1.npz")
+    assert len(ref.files) == len(chief.files) == len(other.files) > 10
     assert max(float(np.abs(chief[k] - other[k]).max()) for k in chief.files) == 0.0
-    before, after = h5_arrays(r["mw_out"] / "model.weights.h5"), h5_arrays(out / "model.weights.h5")
-    assert max(float(np.abs(after[k] - before[k]).max()) for k in before) > 1e-4  # epochs 2 and 3 trained on
+    assert max(float(np.abs(chief[k] - ref[k]).max()) for k in ref.files) < 1e-5
+    assert max(float(np.abs(chief[k] - np.load(r["single_logs"] / "weights-single-epoch1.npz")[k]).max())
+               for k in ref.files) < 1e-5
+
+    # only the chief wrote: checkpoints, weights and logs in --out; the other worker's folder is gone
+    out = r["out"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch_0001.keras", "epoch_0002.keras",
+                                                                       "latest.json"]
+    assert (out / "model.weights.h5").is_file() and not list(out.glob(".worker-*"))
+    assert "not the chief; writing to" in r["outs"][1] and "not the chief" not in r["outs"][0]
+    final0, final1 = np.load(r["mw_logs"] / "weights-0.npz"), np.load(r["mw_logs"] / "weights-1.npz")
+    assert max(float(np.abs(final0[k] - final1[k]).max()) for k in final0.files) == 0.0
+    assert max(float(np.abs(final0[k] - chief[k]).max()) for k in chief.files) > 1e-4  # epoch 2 trained on
+
+
+def test_killed_worker_resumes_from_last_complete_epoch(runs):
+    """Worker 1 killed in epoch 2: the chief stops with one line (exit 2), worker 1's folder is kept, and both
+    restarted with the same command resume from epoch 1 (the chief's checkpoint) and finish epoch 2 only."""
+    _, r = runs
+    assert r["chief_code"] == 2, r["first"][0][-3000:]
+    assert "error: training stopped: another worker was lost" in r["first"][0]
+    assert "the last complete checkpoint (epoch 1)" in r["first"][0]
+    assert r["latest_after_kill"] == 1 and r["kept"]
+    for o in r["outs"]:
+        assert f"resuming from {r['out'] / 'checkpoints' / 'epoch_0001.keras'} (completed epochs: 1)" in o
+        assert "Epoch 2/2" in o and "Epoch 1/2" not in o
+    assert json.loads((r["out"] / "checkpoints" / "latest.json").read_text())["epoch"] == 2
 
 
 def test_multiworker_roles_folders_and_shard_options(tmp_path, monkeypatch):
