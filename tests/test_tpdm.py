@@ -187,6 +187,75 @@ def test_cgls_pinv_solves_least_squares(task):
     assert pinv(r).shape == d_true.shape
 
 
+@pytest.mark.parametrize("task", ["zsr", "csmri"])
+def test_damped_pinv_is_the_tikhonov_solution_and_cgls_finds_it(task):
+    from ldseg_suite.inverse.cg import cgls_pinv
+
+    op, pinv, measure, _, _ = problem_for(Problem(Task=task, Acceleration=4.0), 16, seed=0)
+    rng = np.random.default_rng(2)
+    r = measure(rng.random((16, 16, 16)).astype(np.float32))
+    damp = 0.3
+    d = np.asarray(pinv(r, damp))
+    # normal equations of min ||A d - r||^2 + damp ||d||^2: (A^T A + damp I) d = A^T r
+    lhs = np.asarray(op.adjoint(op.forward(d))) + damp * d
+    np.testing.assert_allclose(lhs, np.asarray(op.adjoint(r)), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(cgls_pinv(op, 2)(r, damp)), d, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(pinv(r)), np.asarray(pinv(r, 0.0)), atol=1e-7)
+
+
+def test_damped_cgls_converges_on_sparse_view_ct():
+    from ldseg_suite.inverse.cg import cgls_pinv
+
+    op = problem_for(Problem(Task="svct", Views=7), 16, seed=0)[0]
+    r = op.forward(np.random.default_rng(3).random((16, 16, 2)).astype(np.float32))
+    d = np.asarray(cgls_pinv(op, 60)(r, 0.5))
+    lhs = np.asarray(op.adjoint(op.forward(d))) + 0.5 * d
+    rhs = np.asarray(op.adjoint(r))
+    assert np.linalg.norm(lhs - rhs) < 1e-3 * np.linalg.norm(rhs)
+
+
+def test_auxiliary_sigma_scale_and_noise_free_predictor_follow_the_gaussian_chain():
+    sigmas = ve_sigmas(0.05, 1.0, 6)
+    schedule = k_schedule(6, 2)
+    x_T = tf.random.stateless_normal((8, 8, 8), [0, 1])
+    # Tweedie chain, eta 0: the auxiliary's steps shrink by S^2 / (S^2 + (c sigma)^2)
+    tweedie = TPDMSampler(gaussian_score, gaussian_score, sigmas, 1, 2, schedule, corrector_steps=0,
+                          predictor="tweedie", eta=0.0, aux_sigma_scale=0.5)
+    levels = np.where(schedule, 0.5, 1.0) * sigmas.astype(np.float64)
+    np.testing.assert_allclose(tweedie(x_T)["x0"].numpy(), np.prod(S ** 2 / (S ** 2 + levels ** 2)) * x_T.numpy(),
+                               rtol=1e-4, atol=1e-6)
+    # reverse diffusion carrying its mean (no corrector): x <- x (1 - (s^2 - s'^2) / (S^2 + s^2)), seed-free
+    carry = TPDMSampler(gaussian_score, gaussian_score, sigmas, 1, 2, schedule, corrector_steps=0,
+                        predictor_noise=False)
+    nxt = np.append(sigmas[1:], 0.0).astype(np.float64)
+    gain = np.prod(1 - (sigmas.astype(np.float64) ** 2 - nxt ** 2) / (S ** 2 + sigmas.astype(np.float64) ** 2))
+    np.testing.assert_allclose(carry(x_T, seed=1)["x0"].numpy(), gain * x_T.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(carry(x_T, seed=2)["x0"].numpy(), carry(x_T, seed=1)["x0"].numpy(), atol=1e-7)
+    with pytest.raises(ValueError, match="aux_sigma_scale"):
+        TPDMSampler(gaussian_score, gaussian_score, sigmas, 1, 2, schedule, aux_sigma_scale=0.0)
+
+
+def test_noise_aware_projection_is_the_damped_step():
+    from ldseg_suite.inverse.slices import SliceAverage
+
+    op = SliceAverage(4, axis=2)
+    rng = np.random.default_rng(4)
+    y = (op.forward(shepp_logan_3d(16)).numpy() + 0.05 * rng.standard_normal((16, 16, 4))).astype(np.float32)
+    sigmas = ve_sigmas(0.02, 0.2, 5)
+    pinv = problem_for(Problem(Task="zsr"), 16, seed=0)[1]
+    sampler = TPDMSampler(gaussian_score, gaussian_score, sigmas, 1, 2, k_schedule(5, 2), operator=op, y=y,
+                          pinv=pinv, projection=1.0, dc_steps=np.ones(5, bool), corrector_steps=0,
+                          predictor="tweedie", eta=0.0, noise_std=0.05)
+    start = cubic_z(y, 4)
+    out = sampler(start)["x0"].numpy()
+    ref = start.astype(np.float64)
+    for s in sigmas.astype(np.float64):
+        ref = ref * S ** 2 / (S ** 2 + s ** 2)
+        ref = ref + 4 * op.adjoint(y - op.forward(ref)).numpy() / (1 + 4 * (0.05 / s) ** 2)
+    np.testing.assert_allclose(out, ref, atol=1e-4)
+    assert np.linalg.norm(op.forward(out).numpy() - y) > 0.1 * np.linalg.norm(y - op.forward(start).numpy())
+
+
 def test_score_model_training_lowers_the_dsm_loss():
     import keras
 

@@ -84,13 +84,16 @@ class TPDMSampler(VESampler):
     def __init__(self, primary, auxiliary, sigmas, primary_axis: int, auxiliary_axis: int, use_auxiliary,
                  operator=None, y=None, weight: float = 0.0, dc_steps=None, jacobian: str = "identity",
                  pinv=None, projection: float = 0.0, slice_batch: int = 64, snr: float = 0.16,
-                 corrector_steps: int = 1, capture: bool = False, predictor: str = "reverse", eta: float = 1.0):
+                 corrector_steps: int = 1, capture: bool = False, predictor: str = "reverse", eta: float = 1.0,
+                 aux_sigma_scale: float = 1.0, noise_std: float = 0.0, predictor_noise: bool = True):
         super().__init__(self._score, sigmas, snr, corrector_steps, capture, predictor=predictor, eta=eta)
         use_auxiliary = np.asarray(use_auxiliary, bool)
         if use_auxiliary.shape != (self.num_steps,):
             raise ValueError(f"use_auxiliary has shape {use_auxiliary.shape}; expected ({self.num_steps},)")
         if jacobian not in ("exact", "identity"):
             raise ValueError(f"jacobian = {jacobian}: expected exact or identity")
+        if aux_sigma_scale <= 0:
+            raise ValueError(f"aux_sigma_scale = {aux_sigma_scale}: expected > 0")
         self.models = (primary, auxiliary)
         self.axes = (int(primary_axis), int(auxiliary_axis))
         self.use_auxiliary = tf.constant(use_auxiliary)
@@ -98,10 +101,22 @@ class TPDMSampler(VESampler):
         self.operator, self.weight, self.jacobian = operator, float(weight), jacobian
         self.y = None if y is None else tf.constant(y)
         self.pinv, self.projection = pinv, float(projection)
+        self.aux_sigma_scale, self.noise_std = float(aux_sigma_scale), float(noise_std)
+        # no noise in the predictor: carry its mean (reference TPDM), or the Tweedie predictor with eta = 0
+        self.noise_free = not predictor_noise or (predictor == "tweedie" and eta == 0)
         dc = ~use_auxiliary if dc_steps is None else np.asarray(dc_steps, bool)
         self.dc_steps = tf.constant(dc)
 
+    def model_sigma(self, sigma, i):
+        """The noise level the model of step i is told: sigma, or aux_sigma_scale * sigma on the auxiliary's steps."""
+        if self.aux_sigma_scale == 1.0:
+            return sigma
+        return tf.where(self.use_auxiliary[i], self.aux_sigma_scale * sigma, sigma)
+
     def _score(self, x, sigma, i):
+        """The score of step i's model on all slices of its plane, at noise level :meth:`model_sigma`."""
+        sigma = self.model_sigma(sigma, i)
+
         def run(which):
             return lambda: slice_scores(self.models[which], x, sigma, self.axes[which], self.slice_batch)
 
@@ -114,10 +129,11 @@ class TPDMSampler(VESampler):
 
     def _exact_dps(self, x, sigma, i):
         """(score, grad_x ||y - A(x0_hat(x))||), differentiating through the network."""
+        s = self.model_sigma(sigma, i)
         with tf.GradientTape() as tape:
             tape.watch(x)
             score = self._score(x, sigma, i)
-            norm = self._residual_norm(x + sigma ** 2 * score)
+            norm = self._residual_norm(x + s ** 2 * score)
         return score, tape.gradient(norm, x)
 
     def _identity_dps(self, x0):
@@ -128,29 +144,43 @@ class TPDMSampler(VESampler):
         return tape.gradient(norm, x0)
 
     def predictor(self, x, sigma, sigma_next, i, seed):
+        s = self.model_sigma(sigma, i)
         if self.operator is None:
-            return super().predictor(x, sigma, sigma_next, i, seed)
-        if self.jacobian == "exact":
+            score, grad = self._score(x, sigma, i), tf.zeros_like(x)
+        elif self.jacobian == "exact":
             score, grad = tf.cond(self.dc_steps[i], lambda: self._exact_dps(x, sigma, i),
                                   lambda: (self._score(x, sigma, i), tf.zeros_like(x)))
         else:  # one network call; only the operator is differentiated
             score = self._score(x, sigma, i)
-            grad = tf.cond(self.dc_steps[i], lambda: self._identity_dps(x + sigma ** 2 * score),
+            grad = tf.cond(self.dc_steps[i], lambda: self._identity_dps(x + s ** 2 * score),
                            lambda: tf.zeros_like(x))
         gain, std, level = self.step_sizes(sigma, sigma_next)
+        if self.predictor_kind == "tweedie":  # the Tweedie estimate at the level the model was told
+            gain = s ** 2
         mean = x + gain * score - self.weight * grad
-        z = tf.random.stateless_normal(tf.shape(x), tf.stack([seed, (self.corrector_steps + 1) * i]))
-        sample = mean + std * z
-        if self.pinv is None or not self.projection:
+        if not self.noise_free:
+            z = tf.random.stateless_normal(tf.shape(x), tf.stack([seed, (self.corrector_steps + 1) * i]))
+            sample = mean + std * z
+        else:  # carry the mean, as the reference implementation of TPDM does (noise only from the corrector)
+            sample, level = mean, 0.0 * level
+        if self.operator is None or self.pinv is None or not self.projection:
             return sample, mean
-        return tf.cond(self.dc_steps[i], lambda: self._project(sample, mean, level, i, seed),
+        return tf.cond(self.dc_steps[i], lambda: self._project(sample, mean, level, sigma, i, seed),
                        lambda: (sample, mean))
 
-    def _project(self, sample, mean, level, i, seed):
+    def _pinv(self, r, sigma):
+        """pinv(r), damped for noisy measurements: argmin ||A d - r||^2 + (noise_std / sigma)^2 ||d||^2."""
+        if not self.noise_std:
+            return self.pinv(r)
+        return self.pinv(r, (self.noise_std / sigma) ** 2)
+
+    def _project(self, sample, mean, level, sigma, i, seed):
         """Move the sample towards y + level A z (level: the sample's noise level), and the mean towards y."""
-        z = tf.random.stateless_normal(tf.shape(sample), tf.stack([seed, -2 - i]))
         forward = lambda v: tf.cast(self.operator.forward(v), self.y.dtype)  # noqa: E731
+        mean = mean + self.projection * self._pinv(self.y - forward(mean), sigma)
+        if self.noise_free:
+            return mean, mean
+        z = tf.random.stateless_normal(tf.shape(sample), tf.stack([seed, -2 - i]))
         y_noisy = self.y + tf.cast(level, self.y.dtype) * forward(z)
-        sample = sample + self.projection * self.pinv(y_noisy - forward(sample))
-        mean = mean + self.projection * self.pinv(self.y - forward(mean))
+        sample = sample + self.projection * self._pinv(y_noisy - forward(sample), sigma)
         return sample, mean

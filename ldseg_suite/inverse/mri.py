@@ -3,6 +3,11 @@
 A(x) = M * F(x) for each slice (F the orthonormal 2D FFT over the first two axes, M a 0/1 k-space mask);
 A^T(y) = Re(F^H(M * y)), the adjoint for the real inner product <u, v> = Re(sum(u * conj(v))).
 The zero-filled reconstruction A^T(y) is the baseline.
+
+For real images A^T A is diagonal in k-space with eigenvalue (M(k) + M(-k)) / 2: 1 where both k and -k are
+sampled, 1/2 where only one of them is (a real image's spectrum is Hermitian, so one sample of the pair fixes
+half the information), so A^T is not the pseudo-inverse for a mask that is not point-symmetric (a Poisson-disc
+mask); :meth:`MaskedFourier.pinv` is (optionally damped).
 """
 from __future__ import annotations
 
@@ -55,7 +60,17 @@ class MaskedFourier:
     """Per-slice 2D FFT sampling. Images are real (H, W, ...); measurements complex (H, W, ...)."""
 
     def __init__(self, mask):
-        self.mask = tf.constant(np.fft.ifftshift(np.asarray(mask, bool)), tf.complex64)  # DC at [0, 0]
+        m = np.fft.ifftshift(np.asarray(mask, bool)).astype(np.float32)  # DC at [0, 0]
+        self.mask = tf.constant(m, tf.complex64)
+        mirrored = np.roll(np.flip(m, (0, 1)), 1, (0, 1))  # M(-k)
+        self.eig = tf.constant(m * (m + mirrored) / 2, tf.float32)  # eigenvalue of A^T A on the sampled k
+
+    def pinv(self, y, damp=0.0):
+        """(A^T A + damp I)^+ A^T y for real images: A^T of y weighted by 1 / (eigenvalue + damp) per sample."""
+        eig = self.eig
+        w = tf.where(eig > 0, 1.0 / (eig + tf.cast(damp, tf.float32)), 0.0)
+        w = tf.reshape(tf.cast(w, tf.complex64), tuple(w.shape) + (1,) * (len(y.shape) - 2))
+        return self.adjoint(tf.convert_to_tensor(y, tf.complex64) * w)
 
     @staticmethod
     def _to_last(x):  # tf.signal.fft2d works on the two innermost axes

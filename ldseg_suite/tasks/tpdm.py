@@ -164,15 +164,19 @@ def load_pair(cfg):
 
 
 def sigmas_for(cfg, pcfg) -> np.ndarray:
-    return ve_sigmas(pcfg.Model.SigmaMin, cfg.Sampler.SigmaMax or pcfg.Model.SigmaMax, cfg.Sampler.Steps)
+    s = cfg.Sampler
+    return ve_sigmas(s.SigmaMin or pcfg.Model.SigmaMin, s.SigmaMax or pcfg.Model.SigmaMax, s.Steps)
 
 
-def make_sampler(cfg, pair, sigmas, use_auxiliary, **kw) -> TPDMSampler:
+def make_sampler(cfg, pair, sigmas, use_auxiliary, aux_sigma_scale=None, **kw) -> TPDMSampler:
+    """The sampler of ``[Sampler]``; ``aux_sigma_scale`` overrides ``AuxSigmaScale``."""
     (pcfg, primary), (acfg, auxiliary) = pair
     s = cfg.Sampler
     return TPDMSampler(primary.score, auxiliary.score, sigmas, PLANES[pcfg.Model.Plane], PLANES[acfg.Model.Plane],
                        use_auxiliary, slice_batch=s.SliceBatch, snr=s.SNR, corrector_steps=s.CorrectorSteps,
-                       predictor=s.Predictor, eta=s.Eta, **kw)
+                       predictor=s.Predictor, eta=s.Eta,
+                       aux_sigma_scale=s.AuxSigmaScale if aux_sigma_scale is None else aux_sigma_scale,
+                       predictor_noise=s.PredictorNoise, **kw)
 
 
 # ------------------------------------------------------------------------------------------- pictures
@@ -272,7 +276,8 @@ def problem_for(pcfg, size: int, seed: int):
         from ldseg_suite.inverse.slices import SliceAverage
 
         op = SliceAverage(pcfg.Factor, axis=2)
-        pinv = lambda r: op.adjoint(r) * pcfg.Factor  # noqa: E731  (exact: A A^T = I / factor)
+        # exact: A A^T = I / factor; damped: A^T (A A^T + damp I)^-1 = factor A^T / (1 + factor damp)
+        pinv = lambda r, damp=0.0: op.adjoint(r) * (pcfg.Factor / (1.0 + pcfg.Factor * damp))  # noqa: E731
         baseline = ("cubic interpolation", lambda y: cubic_z(y, pcfg.Factor))
         what = f"z-axis super-resolution x{pcfg.Factor} (averages of {pcfg.Factor} axial slices)"
         noise = lambda shape: rng.standard_normal(shape)  # noqa: E731
@@ -281,7 +286,7 @@ def problem_for(pcfg, size: int, seed: int):
 
         mask = poisson_disc_mask((size, size), pcfg.Acceleration, seed=pcfg.MaskSeed)
         op = MaskedFourier(mask)
-        pinv = op.adjoint  # exact: A A^T = I on the sampled k-space
+        pinv = op.pinv  # exact (A^T alone is half a step on the samples whose mirror is not sampled)
         baseline = ("zero-filled inverse FFT", lambda y: np.asarray(op.adjoint(y)))
         what = (f"CS-MRI, axial 2D Poisson-disc mask, acceleration {pcfg.Acceleration:g} "
                 f"({mask.mean() * 100:.1f}% of k-space)")
@@ -290,7 +295,7 @@ def problem_for(pcfg, size: int, seed: int):
         from ldseg_suite.inverse.ct import ParallelBeam
 
         op = ParallelBeam(size, pcfg.Views)
-        pinv = lambda r: fbp_matched(op, r)  # noqa: E731  (approximate)
+        pinv = lambda r, damp=0.0: fbp_matched(op, r) / (1.0 + damp)  # noqa: E731  (approximate)
         baseline = ("filtered back-projection", lambda y: np.asarray(fbp_matched(op, y)))
         what = f"sparse-view CT, {pcfg.Views} parallel-beam views of every axial slice"
         noise = lambda shape: rng.standard_normal(shape)  # noqa: E731
@@ -341,13 +346,16 @@ def reconstruct(cfg, run_dir: Path, ablations: bool) -> None:
     rows.append({"method": f"baseline ({baseline_name})", **plane_metrics(results["baseline"], truth),
                  "seconds": time.time() - start})
     n = len(sigmas)
-    variants = [("TPDM", k_schedule(n, cfg.Sampler.K, cfg.Run.Seed), np.ones(n, bool) if p.DCSteps == "all" else None)]
+    # (name, auxiliary's steps, data-consistency steps, auxiliary's sigma scale); a single model runs the plain chain
+    variants = [("TPDM", k_schedule(n, cfg.Sampler.K, cfg.Run.Seed), np.ones(n, bool) if p.DCSteps == "all" else None,
+                 None)]
     if ablations:
-        variants += [("primary only", np.zeros(n, bool), np.ones(n, bool)),
-                     ("auxiliary only", np.ones(n, bool), np.ones(n, bool))]
-    for name, schedule, dc_steps in variants:
-        sampler = make_sampler(cfg, pair, sigmas, schedule, operator=op, y=y, weight=p.Weight, dc_steps=dc_steps,
-                               jacobian=p.Jacobian, pinv=pinv, projection=p.Projection, capture=name == "TPDM")
+        variants += [("primary only", np.zeros(n, bool), np.ones(n, bool), 1.0),
+                     ("auxiliary only", np.ones(n, bool), np.ones(n, bool), 1.0)]
+    for name, schedule, dc_steps, aux_scale in variants:
+        sampler = make_sampler(cfg, pair, sigmas, schedule, aux_scale, operator=op, y=y, weight=p.Weight,
+                               dc_steps=dc_steps, jacobian=p.Jacobian, pinv=pinv, projection=p.Projection,
+                               capture=name == "TPDM", noise_std=float(np.sqrt(p.Damping)) * p.NoiseStd)
         start = time.time()
         x_T = sampler.initial_noise((s, s, s), cfg.Run.Seed)
         if cfg.Sampler.Start == "baseline":

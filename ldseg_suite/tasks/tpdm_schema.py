@@ -64,6 +64,7 @@ class Models:
 class Sampler:
     Steps: int = field(100, min=2, help="noise levels N (geometric from SigmaMax to SigmaMin of the primary)")
     SigmaMax: float = field(0.0, min=0.0, help="start of the chain (0 = the primary model's SigmaMax)")
+    SigmaMin: float = field(0.0, min=0.0, help="end of the chain (0 = the primary model's SigmaMin)")
     Start: str = field("noise", choices=("noise", "baseline"),
                        help="x_T: pure noise N(0, SigmaMax^2 I), or the baseline reconstruction plus that noise "
                             "(come-closer-diffuse-faster, Chung et al. 2022; use with a small SigmaMax)")
@@ -79,6 +80,15 @@ class Sampler:
     K: float = field(2.0, min=0.0, help="the auxiliary acts on every K-th step (integer K) or with probability "
                                         "1/K (non-integer K); 0 = primary only")
     SliceBatch: int = field(64, min=1, help="slices per network call")
+    AuxSigmaScale: float = field(1.0, min=1e-3, max=10.0,
+                                 help="the auxiliary model is told the noise level AuxSigmaScale * sigma_i on its "
+                                      "steps (1 = the chain's level)")
+    PredictorNoise: bool = field(True, help="reverse: add the predictor's noise (false: carry the predictor's mean "
+                                            "as the reference TPDM code does; noise then comes from the corrector)")
+
+    def validate(self):
+        if self.SigmaMin and self.SigmaMax and not self.SigmaMin < self.SigmaMax:
+            raise LDSegError(f"SigmaMin = {self.SigmaMin} must be smaller than SigmaMax = {self.SigmaMax}")
 
 
 @dataclass(frozen=True)
@@ -101,6 +111,9 @@ class Problem:
     CGIters: int = field(0, min=0, max=100,
                          help="projection pinv: 0 = the task's own (ZSR, CS-MRI exact; SV-CT the FBP), n > 0 = n "
                               "conjugate-gradient (CGLS) iterations on min ||A d - r||")
+    Damping: float = field(1.0, min=0.0,
+                           help="noisy measurements (NoiseStd > 0): the projection solves min ||A d - r||^2 + "
+                                "Damping (NoiseStd / sigma_i)^2 ||d||^2 instead of A d = r (0 = hard projection)")
     Ablations: bool = field(True, help="evaluate: also run the primary-only and auxiliary-only samplers")
 
 
