@@ -18,21 +18,13 @@ from keras import ops
 
 from ldseg_suite.diffusion.samplers import DiffusionSampler, initial_noise
 from ldseg_suite.diffusion.schedules import alphas_cumprod, betas
+from ldseg_suite.models.seg_steps import SegmentationSteps, global_batch_mean, soft_dice_per_example
 from ldseg_suite.nets.layers import PKG
 from ldseg_suite.nets.unet import Decoder, Encoder, UNet
 
 
-def soft_dice_per_example(onehot, probs, smooth: float = 1.0):
-    """Mean soft Dice over the foreground classes (all classes if there is only one), per example."""
-    axes = tuple(range(1, len(onehot.shape) - 1))
-    inter = ops.sum(onehot * probs, axis=axes)
-    denom = ops.sum(onehot, axis=axes) + ops.sum(probs, axis=axes)
-    dice = (2.0 * inter + smooth) / (denom + smooth)
-    return ops.mean(dice[:, 1:] if onehot.shape[-1] > 1 else dice, axis=-1)
-
-
 @keras.saving.register_keras_serializable(PKG)
-class LDSeg(keras.Model):
+class LDSeg(SegmentationSteps, keras.Model):
     def __init__(self, spatial_dims: int = 2, in_channels: int = 3, classes: int = 2, latent_channels: int = 4,
                  image_latent_channels: int = 16, downsample: int = 4, base_channels: int = 32,
                  channel_mult=(1, 2), attention: bool = True, schedule: str = "linear", beta_0: float = 1e-4,
@@ -74,10 +66,6 @@ class LDSeg(keras.Model):
     def call(self, image, training=False):
         """The image latent z_i (the conditioning of the denoiser)."""
         return self.image_encoder(image, training=training)
-
-    @property
-    def metrics(self):
-        return list(self.trackers.values())
 
     # -- training --------------------------------------------------------------------------------------
     def _net(self, z_t, z_i, t, training=False):
@@ -125,34 +113,22 @@ class LDSeg(keras.Model):
         dice_loss = 1.0 - soft_dice_per_example(onehot, ops.softmax(logits, axis=-1))
         w_noise, w_ce, w_dice = self.hp["loss_weights"]
         per_example = w_noise * noise_loss + w_ce * ce + w_dice * dice_loss
-        # scaled by the global batch, so a tf.distribute run (gradients summed over replicas) needs no change
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        loss = ops.sum(per_example) / ops.cast(batch * replicas, "float32")
+        loss = global_batch_mean(per_example, batch)
         parts = {"noise": noise_loss, "ce": ce, "dice_loss": dice_loss}
         return loss, per_example, parts
 
     def sample_t_and_noise(self, image, latent_shape):
-        """Random timesteps and latent noise of a training batch (seeded by the model's seed generator)."""
-        t = keras.random.randint((latent_shape[0],), 0, self.hp["timesteps"], seed=self.seed_generator)
-        return t, keras.random.normal(latent_shape, seed=self.seed_generator)
+        """Random timesteps and latent noise of a training batch (seeded by the model's seed generator).
 
-    def _update(self, per_example, parts):
-        self.trackers["loss"].update_state(per_example)
-        for k, v in parts.items():
-            self.trackers[k].update_state(v)
-        return {k: m.result() for k, m in self.trackers.items()}
-
-    def train_step(self, data):
-        with tf.GradientTape() as tape:
-            loss, per_example, parts = self._loss_terms(data, training=True)
-            scaled = self.optimizer.scale_loss(loss)
-        grads = tape.gradient(scaled, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
-        return self._update(per_example, parts)
-
-    def test_step(self, data):
-        _, per_example, parts = self._loss_terms(data, training=False)
-        return self._update(per_example, parts)
+        The replica's id is folded into the seed: under tf.distribute every replica advances the same seed
+        generator, and would otherwise draw the same t and noise for its part of the batch."""
+        seed = tf.cast(self.seed_generator.next(), tf.int64)
+        replica = tf.distribute.get_replica_context()
+        if replica is not None and replica.num_replicas_in_sync > 1:
+            seed = tf.random.experimental.stateless_fold_in(seed, replica.replica_id_in_sync_group)
+        t_seed, noise_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        t = tf.random.stateless_uniform((latent_shape[0],), t_seed, 0, self.hp["timesteps"], dtype=tf.int32)
+        return t, tf.random.stateless_normal(latent_shape, noise_seed)
 
     # -- inference -------------------------------------------------------------------------------------
     def latent_shape(self, image_shape):

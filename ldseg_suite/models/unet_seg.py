@@ -5,16 +5,15 @@ Same data, patches, windows, metrics and outputs as LDSeg, so the two are compar
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 from keras import ops
 
-from ldseg_suite.models.ldseg import soft_dice_per_example
+from ldseg_suite.models.seg_steps import SegmentationSteps, global_batch_mean, soft_dice_per_example
 from ldseg_suite.nets.layers import PKG
 from ldseg_suite.nets.unet import UNet
 
 
 @keras.saving.register_keras_serializable(PKG)
-class UNetSeg(keras.Model):
+class UNetSeg(SegmentationSteps, keras.Model):
     def __init__(self, spatial_dims: int = 2, in_channels: int = 1, classes: int = 2, base_channels: int = 16,
                  channel_mult=(1, 2, 4, 8), res_blocks: int = 1, attention: bool = False,
                  loss_weights=(1.0, 1.0), **kwargs):
@@ -42,10 +41,6 @@ class UNetSeg(keras.Model):
     def probabilities(self, image):
         return ops.softmax(self(image, training=False), axis=-1)
 
-    @property
-    def metrics(self):
-        return list(self.trackers.values())
-
     def _loss_terms(self, data, training):
         image, onehot, _ = keras.utils.unpack_x_y_sample_weight(data)
         logits = self(image, training=training)
@@ -54,25 +49,5 @@ class UNetSeg(keras.Model):
         dice_loss = 1.0 - soft_dice_per_example(onehot, ops.softmax(logits, axis=-1))
         w_ce, w_dice = self.hp["loss_weights"]
         per_example = w_ce * ce + w_dice * dice_loss
-        # scaled by the global batch, so a tf.distribute run (gradients summed over replicas) needs no change
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        loss = ops.sum(per_example) / ops.cast(ops.shape(image)[0] * replicas, "float32")
+        loss = global_batch_mean(per_example, ops.shape(image)[0])
         return loss, per_example, {"ce": ce, "dice_loss": dice_loss}
-
-    def _update(self, per_example, parts):
-        self.trackers["loss"].update_state(per_example)
-        for k, v in parts.items():
-            self.trackers[k].update_state(v)
-        return {k: m.result() for k, m in self.trackers.items()}
-
-    def train_step(self, data):
-        with tf.GradientTape() as tape:
-            loss, per_example, parts = self._loss_terms(data, training=True)
-            scaled = self.optimizer.scale_loss(loss)
-        grads = tape.gradient(scaled, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
-        return self._update(per_example, parts)
-
-    def test_step(self, data):
-        _, per_example, parts = self._loss_terms(data, training=False)
-        return self._update(per_example, parts)

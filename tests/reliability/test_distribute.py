@@ -1,4 +1,5 @@
-"""One train step under MirroredStrategy on two logical CPUs equals the single-device step; mixed precision."""
+"""One train step under MirroredStrategy on two logical CPUs equals the single-device step; replicas draw their own
+noise; mixed precision."""
 import os
 import subprocess
 import sys
@@ -53,7 +54,15 @@ with strategy.scope():
 mirrored.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(4), epochs=1, verbose=0, shuffle=False)
 moved = max(float(np.abs(a - b).max()) for a, b in zip(single.get_weights(), start))
 diff = max(float(np.abs(a - b).max()) for a, b in zip(single.get_weights(), mirrored.get_weights()))
-print(f"RESULT moved={moved} diff={diff}")
+
+with strategy.scope():  # the model's own draws: each replica must get its own t and noise
+    plain = LDSeg(in_channels=1, latent_channels=2, image_latent_channels=2, downsample=2, base_channels=8,
+                  channel_mult=(1, 2), timesteps=50, seed=0)
+    plain.build((None, 8, 8, 1))
+noise = strategy.run(tf.function(lambda: plain.sample_t_and_noise(None, (2, 4, 4, 2))[1]))
+a, b = strategy.experimental_local_results(noise)
+gap = float(np.abs(a.numpy() - b.numpy()).max())
+print(f"RESULT moved={moved} diff={diff} replica_noise_gap={gap}")
 '''
 
 
@@ -65,6 +74,7 @@ def test_mirrored_step_equals_single_device_step():
     values = dict(kv.split("=") for kv in line[0].split()[1:])
     assert float(values["moved"]) > 1e-3  # the step really changed the weights
     assert float(values["diff"]) < 1e-5
+    assert float(values["replica_noise_gap"]) > 0.1  # replicas draw different noise for their examples
 
 
 def test_mixed_precision_train_step_keeps_float32_losses_and_sampler():
