@@ -32,10 +32,10 @@ def trained_diffae():
     return model
 
 
-@pytest.mark.parametrize("cls", [DDIM, DiffAE])
-def test_train_step_lowers_the_noise_loss(cls):
+@pytest.mark.parametrize("cls,prediction", [(DDIM, "eps"), (DiffAE, "eps"), (DiffAE, "v")])
+def test_train_step_lowers_the_noise_loss(cls, prediction):
     keras.utils.set_random_seed(1)
-    model = tiny(cls)
+    model = tiny(cls, prediction=prediction, schedule="cosine" if prediction == "v" else "linear")
     model.compile(optimizer=keras.optimizers.Adam(2e-3))
     history = model.fit(blobs(64), batch_size=16, epochs=6, verbose=0).history["loss"]
     assert history[-1] < 0.7 * history[0]
@@ -84,3 +84,20 @@ def test_sampler_is_cached_and_traced_once(trained_diffae):
     s(x, z)
     s(x + 1.0, z)
     assert s.tracing_count == 1
+
+
+def test_v_prediction_gives_the_samplers_the_matching_noise():
+    """With v = sqrt(ab) eps - sqrt(1 - ab) x0 predicted, eps() must give the sampler the noise whose x0 estimate is
+    sqrt(ab) x_t - sqrt(1 - ab) v, at a low and at the noisiest step of the cosine schedule."""
+    keras.utils.set_random_seed(2)
+    model = tiny(DDIM, prediction="v", schedule="cosine")
+    model.unet.out_conv.kernel.assign(tf.random.normal(model.unet.out_conv.kernel.shape, stddev=0.3))
+    x_t = tf.constant(blobs(2)) * 0.7 + 0.3
+    t = tf.constant([5, 199])
+    v, eps = model.net(x_t, None, t), model.eps(x_t, None, t)
+    ab = tf.reshape(tf.gather(model._acp, t), (-1, 1, 1, 1))
+    x0_from_eps = (x_t - tf.sqrt(1 - ab) * eps) / tf.sqrt(ab)
+    np.testing.assert_allclose(x0_from_eps, tf.sqrt(ab) * x_t - tf.sqrt(1 - ab) * v, atol=2e-3)
+    assert float(tf.reduce_max(tf.abs(eps - v))) > 0.1  # not the identity: the conversion did something
+    with pytest.raises(ValueError, match="eps or v"):
+        DDIM(prediction="x0")

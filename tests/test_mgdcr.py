@@ -5,7 +5,8 @@ import pytest
 
 from ldseg_suite import cli
 from ldseg_suite.data import cardiac
-from ldseg_suite.tasks import mgdcr
+from ldseg_suite.tasks import cardiac_schema, mgdcr
+from ldseg_suite.tasks.cardiac import plausibility, slices_of
 
 
 def test_slerp_keeps_the_ends_and_the_gaussian_norm():
@@ -43,12 +44,45 @@ def test_interpolation_baselines_pass_through_the_observed_slices():
         assert vol.shape == obs.truth.shape
 
 
+def test_plausibility_passes_mid_ventricular_slices_and_fails_noise_and_wrong_contrast():
+    case = cardiac.make_cardiac_case(10001, size=32, slices=16, frames=2)
+    x = slices_of([case])  # (32, 32, 32, 1): slice k of frame f at 2 k + f
+    mid = x[[4, 5, 8, 9]]
+    assert plausibility(mid, 4.0).plausible.all()
+    assert not plausibility(x[[30, 31]], 4.0).plausible.any()  # below the apex: no heart
+    rng = np.random.default_rng(0)
+    assert not plausibility(rng.uniform(-1, 1, (4, 32, 32, 1)), 4.0).plausible.any()
+    assert not plausibility(-mid, 4.0).plausible.any()  # inverted contrast: dark pools, bright wall
+    assert not plausibility(mid * 0.3 + 0.3, 4.0).plausible.any()  # washed out: no blood-bright pools
+
+
+def test_the_ablation_has_its_own_optimiser_settings():
+    opt = cardiac_schema.Optimise(LearningRate=0.01, Warmup=10, Iterations=40, AblationLearningRate=0.05,
+                                  AblationWarmup=0, AblationIterations=60)
+    assert opt.for_method("mgdcr") is opt
+    ddim = opt.for_method("ddim")
+    assert (ddim.LearningRate, ddim.Warmup, ddim.Iterations) == (0.05, 0, 60)
+    same = cardiac_schema.Optimise().for_method("ddim")
+    assert (same.LearningRate, same.Warmup, same.Iterations) == (0.01, 10, 40)
+
+
+def test_paired_wins_count_phantoms_where_mgdcr_is_better():
+    rows = []
+    for case, (ours, cubic) in enumerate([(0.9, 0.8), (0.7, 0.8), (0.95, 0.9)]):
+        for method, d, ef in (("mgdcr", ours, 1.0), ("cubic", cubic, 2.0 if case else 0.5)):
+            rows.append({"case": case, "method": method, "ef_error": ef,
+                         **{f"dice_{s}_{p}": d for s in ("lv", "myo", "rv") for p in ("ed", "es")}})
+    (line,) = mgdcr.paired_wins(pd.DataFrame(rows))
+    assert "mean Dice higher on 2 of 3" in line and "EF error lower on 2 of 3" in line
+    assert "(mean difference +0.017)" in line
+
+
 PRIOR = """[Run]
 Method = {method}
 Mode = roundtrip
 [Phantom]
 Cases = 1
-TestCases = 1
+TestCases = 2
 Size = 32
 Slices = 8
 Frames = 2
@@ -110,8 +144,16 @@ def test_priors_train_round_trip_and_sample(priors, method, tmp_path):
     table = pd.read_csv(tmp_path / "rt" / "roundtrip.csv")
     assert len(table) == 2 and np.isfinite(table.psnr_roundtrip).all()
     assert (tmp_path / "rt" / "roundtrip.png").stat().st_size > 0
+    assert len(table.psnr_random_xT_std) == 2 and (table.psnr_random_xT_std >= 0).all()
     assert cli.run(["--cfg", str(cfg), "--mode", "sample", "--out", str(tmp_path / "s")]) == 0
     assert (tmp_path / "s" / "samples.png").stat().st_size > 0
+    scored = pd.read_csv(tmp_path / "s" / "samples.csv")
+    assert len(scored) == 2 and set(scored.plausible) <= {True, False}
+    assert "% plausible" in (tmp_path / "s" / "samples.md").read_text()
+    if method == "diffae":
+        assert cli.run(["--cfg", str(cfg), "--mode", "interpolate", "--out", str(tmp_path / "i")]) == 0
+        ends = pd.read_csv(tmp_path / "i" / "interpolation.csv")
+        assert len(ends) == 8 and (tmp_path / "i" / "interpolation.png").stat().st_size > 0
 
 
 def test_mgdcr_reconstructs_and_evaluates(priors, tmp_path):

@@ -1,4 +1,5 @@
-"""The DDIM baseline: a noise-prediction UNet on 2D images (Ho et al. 2020) sampled with DDIM (Song et al. 2021).
+"""The DDIM baseline: a noise- or v-prediction UNet on 2D images (Ho et al. 2020; v: Salimans & Ho 2022) sampled
+with DDIM (Song et al. 2021).
 
 ``encode`` is DDIM inversion (x0 -> x_T, one compiled loop) and ``decode`` runs DDIM back; ``DiffAE``
 (``models/diffae.py``) subclasses it with a semantic code. Images are in [-1, 1], shape (batch, H, W, channels).
@@ -23,11 +24,13 @@ class DDIM(keras.Model):
 
     def __init__(self, channels: int = 1, base_channels: int = 16, channel_mult=(1, 2, 4), attention: bool = True,
                  schedule: str = "linear", beta_0: float = 1e-4, beta_T: float = 0.02, timesteps: int = 1000,
-                 seed: int = 0, **kwargs):
+                 seed: int = 0, prediction: str = "eps", **kwargs):
         super().__init__(**kwargs)
         self.hp = dict(channels=channels, base_channels=base_channels, channel_mult=list(channel_mult),
                        attention=attention, schedule=schedule, beta_0=beta_0, beta_T=beta_T, timesteps=timesteps,
-                       seed=seed)
+                       seed=seed, prediction=prediction)
+        if prediction not in ("eps", "v"):
+            raise ValueError(f"prediction = {prediction!r}: expected eps or v")
         self.unet = UNet(channels, 2, base_channels, channel_mult, attention=attention,
                          semantic=self.semantic_dim > 0, name="unet")
         self.alphas_cumprod = alphas_cumprod(betas(schedule, timesteps, beta_0, beta_T))
@@ -56,9 +59,18 @@ class DDIM(keras.Model):
         """The semantic code of clean images (an empty (batch, 0) tensor for the plain DDIM)."""
         return ops.zeros((ops.shape(x0)[0], 0))
 
-    def eps(self, x_t, z, t, training=False):
+    def net(self, x_t, z, t, training=False):
+        """The UNet's raw output: the noise (``prediction = eps``) or v = sqrt(ab) eps - sqrt(1 - ab) x0."""
         inputs = [x_t, t, z] if self.semantic_dim else [x_t, t]
         return ops.cast(self.unet(inputs, training=training), "float32")
+
+    def eps(self, x_t, z, t, training=False):
+        """The predicted noise (what the samplers take), converted from v for ``prediction = v``."""
+        out = self.net(x_t, z, t, training=training)
+        if self.hp["prediction"] == "eps":
+            return out
+        ab = ops.reshape(ops.take(self._acp, ops.cast(t, "int32")), (-1, 1, 1, 1))
+        return ops.sqrt(ab) * out + ops.sqrt(1.0 - ab) * x_t
 
     # -- training ----------------------------------------------------------------------------------------
     def noise_loss(self, x0, training=False):
@@ -67,8 +79,9 @@ class DDIM(keras.Model):
         noise = keras.random.normal(ops.shape(x0), seed=self.seed_generator)
         ab = ops.reshape(ops.take(self._acp, t), (-1, 1, 1, 1))
         x_t = ops.sqrt(ab) * x0 + ops.sqrt(1.0 - ab) * noise
-        pred = self.eps(x_t, self.semantic(x0, training=training), t, training=training)
-        return ops.mean((pred - noise) ** 2)
+        pred = self.net(x_t, self.semantic(x0, training=training), t, training=training)
+        target = noise if self.hp["prediction"] == "eps" else ops.sqrt(ab) * noise - ops.sqrt(1.0 - ab) * x0
+        return ops.mean((pred - target) ** 2)
 
     def train_step(self, data):
         x0 = data[0] if isinstance(data, (tuple, list)) else data

@@ -18,19 +18,25 @@ import pandas as pd
 from ldseg_suite import distribute, training
 from ldseg_suite.data import pipeline
 from ldseg_suite.data.cardiac import make_cardiac_case
+from ldseg_suite.errors import LDSegError
 from ldseg_suite.models.ddim import DDIM
 from ldseg_suite.models.diffae import DiffAE
 from ldseg_suite.tasks.cardiac_schema import MODES
 from ldseg_suite.tasks.common import atomic_csv, load_trained_weights, open_run
 
 TEST_SEED = 10000  # held-out phantoms use seeds TEST_SEED, TEST_SEED + 1, ...
-OUTPUTS = {"train": [], "roundtrip": ["roundtrip.csv"], "sample": ["samples.png"]}
+OUTPUTS = {"train": [], "roundtrip": ["roundtrip.csv"], "sample": ["samples.png"], "interpolate": ["interpolation.png"]}
+# Plausible areas (mm^2) on short-axis slices that show all three structures: the 0.5-99.5 % range of the training
+# phantoms' true labels (48 phantoms, 32 px), rounded outwards; resolution-independent.
+AREA_MM2 = {"lv": (150.0, 2000.0), "myo": (300.0, 2200.0), "rv": (50.0, 1500.0)}
+RING = 0.7  # share of the LV pool's outer rim that must be myocardium
 
 
-def phantom_cases(phantom_cfg, split: str) -> list:
-    """The training or held-out phantoms of a config (deterministic in the seeds)."""
+def phantom_cases(phantom_cfg, split: str, count: int = 0) -> list:
+    """The training or held-out phantoms of a config (deterministic in the seeds); ``count`` > 0 takes the first."""
     p = phantom_cfg
     seeds = range(p.Cases) if split == "train" else range(TEST_SEED, TEST_SEED + p.TestCases)
+    seeds = seeds[:count] if count else seeds
     return [make_cardiac_case(s, size=p.Size, slices=p.Slices, frames=p.Frames) for s in seeds]
 
 
@@ -43,7 +49,8 @@ def slices_of(cases) -> np.ndarray:
 def build_model(cfg):
     m, s = cfg.Model, cfg.NoiseScheduler
     kw = dict(channels=1, base_channels=m.BaseChannels, channel_mult=m.ChannelMult, attention=m.Attention,
-              schedule=s.Scheduler, beta_0=s.Beta_0, beta_T=s.Beta_T, timesteps=s.Timesteps, seed=cfg.Run.Seed)
+              schedule=s.Scheduler, beta_0=s.Beta_0, beta_T=s.Beta_T, timesteps=s.Timesteps, seed=cfg.Run.Seed,
+              prediction=m.Prediction)
     model = DiffAE(semantic_dim=m.SemanticDim, **kw) if cfg.Run.Method == "diffae" else DDIM(**kw)
     model.build((None, cfg.Phantom.Size, cfg.Phantom.Size, 1))
     return model
@@ -61,7 +68,7 @@ def load_model(cfg, run_dir: Path | None = None, weights: str = "", what: str = 
 
 def run(cfg, mode: str, out: Path, overwrite: bool = False) -> int:
     run_dir = open_run(cfg, mode, out, overwrite, {m: OUTPUTS[m] for m in MODES[cfg.Run.Method]})
-    {"train": train, "roundtrip": roundtrip, "sample": sample}[mode](cfg, run_dir)
+    {"train": train, "roundtrip": roundtrip, "sample": sample, "interpolate": interpolate}[mode](cfg, run_dir)
     return 0
 
 
@@ -70,20 +77,13 @@ def train(cfg, run_dir: Path) -> None:
     t = cfg.Training
     images = slices_of(phantom_cases(cfg.Phantom, "train"))
     print(f"data: {cfg.Phantom.Cases} training phantoms, {len(images)} short-axis slices", flush=True)
-    ds = pipeline.array_dataset(images, t.BatchSize, seed=cfg.Run.Seed, map_fn=_flip)
+    ds = pipeline.array_dataset(images, t.BatchSize, seed=cfg.Run.Seed)
     steps = t.StepsPerEpoch or max(1, len(images) // t.BatchSize)
     start = time.time()
     training.fit(lambda: build_model(cfg), ds, steps, t.Epochs, run_dir, t,
                  strategy=distribute.strategy_for(cfg.Distribute.Strategy))
     print(f"trained to epoch {t.Epochs} in {time.time() - start:.0f} s; weights: "
           f"{run_dir / training.FINAL_WEIGHTS}", flush=True)
-
-
-def _flip(x):
-    """Random left-right flip (the phantoms' hearts already vary in angle and position)."""
-    import tensorflow as tf
-
-    return tf.image.random_flip_left_right(x)
 
 
 def held_out_slices(cfg) -> np.ndarray:
@@ -108,20 +108,25 @@ def roundtrip(cfg, run_dir: Path) -> None:
     start = time.time()
     z, x_T = model.encode(x, cfg.Codec.Steps)
     rec = np.asarray(model.decode(z, x_T, cfg.Codec.Steps)["x0"])
-    free = np.asarray(model.decode(z, initial_noise(x.shape, cfg.Run.Seed), cfg.Codec.Steps, clip=True)["x0"])
+    draws = [np.asarray(model.decode(z, initial_noise(x.shape, cfg.Run.Seed + d), cfg.Codec.Steps, clip=True)["x0"])
+             for d in range(cfg.Codec.RandomDraws)]
     print(f"encoded and decoded {len(x)} held-out slices in {time.time() - start:.0f} s", flush=True)
+    per_draw = np.array([[psnr(a, b) for a, b in zip(x, d)] for d in draws])  # (draws, slices)
     table = pd.DataFrame({"slice": np.arange(len(x)), "psnr_roundtrip": [psnr(a, b) for a, b in zip(x, rec)],
-                          "psnr_random_xT": [psnr(a, b) for a, b in zip(x, free)]})
+                          "psnr_random_xT": per_draw.mean(axis=0), "psnr_random_xT_std": per_draw.std(axis=0)})
     atomic_csv(table, run_dir / "roundtrip.csv")
     what = "z_sem + " if cfg.Run.Method == "diffae" else ""
     md = (f"{cfg.Run.Method} round trip on {len(x)} held-out slices ({cfg.Codec.Steps} DDIM steps each way), "
-          f"PSNR in dB (mean +- std):\n\n| decode from | PSNR |\n|---|---|\n"
+          f"PSNR in dB (mean +- std over slices):\n\n| decode from | PSNR |\n|---|---|\n"
           f"| {what}inverted x_T | {table.psnr_roundtrip.mean():.2f} +- {table.psnr_roundtrip.std():.2f} |\n"
-          f"| {what}random x_T | {table.psnr_random_xT.mean():.2f} +- {table.psnr_random_xT.std():.2f} |\n")
+          f"| {what}random x_T ({len(draws)} draws per slice, mean) | {table.psnr_random_xT.mean():.2f} +- "
+          f"{table.psnr_random_xT.std():.2f} |\n\nSpread over the draws (std of one slice's PSNR over its "
+          f"{len(draws)} random x_T, mean over slices): {table.psnr_random_xT_std.mean():.2f} dB; worst draw "
+          f"{per_draw.min():.2f} dB.\n")
     (run_dir / "roundtrip.md").write_text(md)
     print(md)
-    _picture(run_dir / "roundtrip.png", [x, rec, np.abs(rec - x) - 1.0, free],
-             ["held-out", "round trip", "|error|", f"{what}random x_T"])
+    _picture(run_dir / "roundtrip.png", [x, rec, np.abs(rec - x) - 1.0] + draws[:3],
+             ["held-out", "round trip", "|error|"] + [f"{what}random x_T, draw {d + 1}" for d in range(len(draws[:3]))])
 
 
 def sample(cfg, run_dir: Path) -> None:
@@ -136,10 +141,76 @@ def sample(cfg, run_dir: Path) -> None:
         z = np.zeros((n, 0), np.float32)
     noise = initial_noise((len(z),) + x.shape[1:], cfg.Run.Seed)
     out = np.asarray(model.decode(z, noise, cfg.Codec.Steps, clip=True)["x0"])
-    rows = [out[i::len(x)] for i in range(len(x))] if cfg.Run.Method == "diffae" else [out]
+    rows = [out[i::len(x)] for i in range(len(x))] if cfg.Run.Method == "diffae" else \
+        [out[i:i + 16] for i in range(0, min(len(out), 64), 16)]
     _picture(run_dir / "samples.png", rows, [f"z_sem of held-out slice {i}" for i in range(len(rows))]
-             if cfg.Run.Method == "diffae" else ["DDIM samples"])
-    print(f"samples: {run_dir / 'samples.png'}", flush=True)
+             if cfg.Run.Method == "diffae" else ["DDIM samples from noise"] + [""] * (len(rows) - 1))
+    pixel = phantom_cases(cfg.Phantom, "test")[0].spacing[0]
+    scored = plausibility(out, pixel)
+    real = plausibility(slices_of(phantom_cases(cfg.Phantom, "test")), pixel)
+    atomic_csv(scored, run_dir / "samples.csv")
+    source = "z_sem of 4 held-out slices, x_T" if cfg.Run.Method == "diffae" else "x_T"
+    md = (f"{len(out)} {cfg.Run.Method} samples ({source} from N(0, I), {cfg.Codec.Steps} DDIM steps) scored by the "
+          f"classical segmentation: {100 * scored.plausible.mean():.0f} % plausible (LV pool, myocardium ring and RV "
+          f"of plausible sizes); every slice of the {cfg.Phantom.TestCases} held-out phantoms ({len(real)}) scored "
+          f"the same way: {100 * real.plausible.mean():.0f} %.\n")
+    (run_dir / "samples.md").write_text(md)
+    print(md + f"samples: {run_dir / 'samples.png'}", flush=True)
+
+
+def plausibility(images, pixel_mm: float) -> pd.DataFrame:
+    """Anatomy check of short-axis slices (n, H, W, 1) in [-1, 1] by ``segment_by_intensity``: a slice is plausible
+    when it has an LV pool, a myocardium and an RV with areas in ``AREA_MM2``, the myocardium covers at least
+    ``RING`` of the LV pool's outer rim, and the RV lies next to the myocardium (within two pixels)."""
+    from scipy import ndimage
+
+    from ldseg_suite.data.cardiac import segment_by_intensity
+
+    rows = []
+    for image in np.asarray(images):
+        seg = segment_by_intensity((np.clip(image[..., :1], -1, 1) + 1.0) / 2.0, spacing=(pixel_mm, pixel_mm, 7.0))
+        seg = seg[..., 0]
+        masks = {name: seg == k for k, name in ((1, "lv"), (2, "myo"), (3, "rv"))}
+        area = {name: float(m.sum()) * pixel_mm ** 2 for name, m in masks.items()}
+        rim = ndimage.binary_dilation(masks["lv"]) & ~masks["lv"]
+        ring = float(masks["myo"][rim].mean()) if rim.any() else 0.0
+        touch = bool((ndimage.binary_dilation(masks["rv"], iterations=2) & masks["myo"]).any())
+        sizes = all(lo <= area[name] <= hi for name, (lo, hi) in AREA_MM2.items())
+        rows.append({**{f"{k}_mm2": v for k, v in area.items()}, "ring": ring, "rv_touches_myo": touch,
+                     "plausible": sizes and ring >= RING and touch})
+    return pd.DataFrame(rows)
+
+
+def interpolate(cfg, run_dir: Path) -> None:
+    """The DiffAE's latent interpolation between two held-out slices: lerp (z_sem), slerp (x_T), decoded; the
+    pixel-space blend below it for contrast (``interpolation.png``, ``interpolation.csv``: PSNR of the ends)."""
+    from ldseg_suite.tasks.mgdcr import slerp
+
+    if cfg.Run.Method != "diffae":
+        raise LDSegError(f"[Run] Mode = interpolate needs Method = diffae, not {cfg.Run.Method}")
+    model = load_model(cfg, run_dir)
+    a, b = _interpolation_ends(cfg)
+    x = np.stack([a, b])
+    z, x_T = (np.asarray(v) for v in model.encode(x, cfg.Codec.Steps))
+    w = np.linspace(0.0, 1.0, 8)
+    zs = np.stack([(1 - t) * z[0] + t * z[1] for t in w]).astype(np.float32)
+    xs = np.stack([slerp(x_T[0], x_T[1], float(t)) for t in w]).astype(np.float32)
+    out = np.asarray(model.decode(zs, xs, cfg.Codec.Steps)["x0"])
+    blend = np.stack([(1 - t) * a + t * b for t in w])
+    atomic_csv(pd.DataFrame({"weight": w, "psnr_to_a": [psnr(a, o) for o in out],
+                             "psnr_to_b": [psnr(b, o) for o in out]}), run_dir / "interpolation.csv")
+    _picture(run_dir / "interpolation.png", [out, blend],
+             ["DiffAE: lerp z_sem, slerp x_T (held-out slice A -> B)", "pixel-space blend, for contrast"])
+    print(f"interpolation: {run_dir / 'interpolation.png'}", flush=True)
+
+
+def _interpolation_ends(cfg):
+    """Two held-out mid-ventricular ED slices of different phantoms (the first two held-out phantoms)."""
+    cases = phantom_cases(cfg.Phantom, "test")
+    if len(cases) < 2:
+        raise LDSegError(f"[Phantom] TestCases = {cfg.Phantom.TestCases}: interpolation needs at least 2")
+    k = cfg.Phantom.Slices // 3
+    return [(c.image[..., k, c.ed_frame][..., None] * 2.0 - 1.0).astype(np.float32) for c in cases[:2]]
 
 
 def _picture(path: Path, rows, titles) -> None:

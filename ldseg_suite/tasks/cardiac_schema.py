@@ -23,12 +23,16 @@ class Model:
     BaseChannels: int = field(16, min=4)
     ChannelMult: tuple[int, ...] = field((1, 2, 4), min=1, length=(2, 3, 4), help="channels per UNet level")
     Attention: bool = field(True, help="self-attention in the UNet's coarsest block")
+    Prediction: str = field("eps", choices=("eps", "v"),
+                            help="what the UNet predicts: the noise, or v = sqrt(ab) eps - sqrt(1 - ab) x0 "
+                                 "(Salimans & Ho 2022; well-posed at the noisiest steps, where sampling starts)")
 
 
 @dataclass(frozen=True)
 class Codec:
     Steps: int = field(100, min=1, help="DDIM steps of the stochastic encoder (inversion) and of the decoder")
     Samples: int = field(16, min=1, help="held-out slices of the round trip (mode roundtrip) / samples (sample)")
+    RandomDraws: int = field(4, min=1, help="random x_T decoded with each held-out z_sem (mode roundtrip)")
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,19 @@ class Optimise:
     Patience: int = field(10, min=1, help="stop when the loss has not improved by 0.1% for this many iterations "
                                           "after the warm-up; the best codes are kept")
     KeepObserved: bool = field(True, help="put the measured SAX slices back into the result")
+    AblationLearningRate: float = field(0.0, min=0.0, help="the DDIM ablation's own LearningRate (0 = LearningRate)")
+    AblationWarmup: int = field(-1, min=-1, help="the DDIM ablation's own Warmup (-1 = Warmup)")
+    AblationIterations: int = field(0, min=0, help="the DDIM ablation's own Iterations (0 = Iterations)")
+
+    def for_method(self, method: str):
+        """The optimiser settings of ``method``: the DDIM ablation has its own learning rate, warm-up and length."""
+        if method != "ddim":
+            return self
+        from dataclasses import replace
+
+        return replace(self, LearningRate=self.AblationLearningRate or self.LearningRate,
+                       Warmup=self.Warmup if self.AblationWarmup < 0 else self.AblationWarmup,
+                       Iterations=self.AblationIterations or self.Iterations)
 
 
 @dataclass(frozen=True)
@@ -83,6 +100,9 @@ class Reconstruct:
     Frame: str = field("ed", choices=("ed", "es"), help="cardiac phase reconstructed by --mode reconstruct")
     Methods: tuple[str, ...] = field(("mgdcr", "ddim", "linear", "cubic"),
                                      help="methods of --mode evaluate (mgdcr, ddim, linear, cubic)")
+    Split: str = field("test", choices=("test", "train"),
+                       help="phantoms of --mode evaluate: the TestCases held-out ones, or the first TestCases training "
+                            "phantoms (seeds 0 ..; for tuning the optimisers without touching the held-out ones)")
 
     def validate(self):
         bad = [m for m in self.Methods if m not in ("mgdcr", "ddim", "linear", "cubic")]
@@ -90,7 +110,7 @@ class Reconstruct:
             raise LDSegError(f"Methods: unknown method {bad[0]!r}; expected mgdcr, ddim, linear, cubic")
 
 
-MODES = {"diffae": ("train", "roundtrip", "sample"), "ddim": ("train", "roundtrip", "sample"),
+MODES = {"diffae": ("train", "roundtrip", "sample", "interpolate"), "ddim": ("train", "roundtrip", "sample"),
          "mgdcr": ("reconstruct", "evaluate")}
 
 
