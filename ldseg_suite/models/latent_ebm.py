@@ -265,8 +265,9 @@ class ShapeLEBM(_LatentPriorVAE):
 
 @keras.saving.register_keras_serializable(PKG)
 class ShapeLSDEBM(_LatentPriorVAE):
-    def __init__(self, *args, segments: int = 20, **kwargs):
+    def __init__(self, *args, segments: int = 20, energy_scale: str = "inverse_beta", **kwargs):
         self.segments = segments
+        self.scale_by_beta = energy_scale == "inverse_beta"
         # Constant beta = 1 - 0.01^(1/T): alpha_bar falls geometrically to 0.01 at z_T. (A cosine schedule ends
         # with beta near 1, and z_t = y / sqrt(1 - beta) then amplifies any sampling error 30-fold.)
         beta = np.full(segments, 1.0 - FINAL_ALPHA_BAR ** (1.0 / segments))
@@ -274,7 +275,7 @@ class ShapeLSDEBM(_LatentPriorVAE):
         self.alpha_bar = tf.constant(np.concatenate([[1.0], np.cumprod(1 - beta.astype(np.float64))]),
                                      tf.float32)                                    # of z_t, t = 0..T
         super().__init__(*args, **kwargs)
-        self.hp["segments"] = segments
+        self.hp.update(dict(segments=segments, energy_scale=energy_scale))
 
     def chain_energy(self, y, cond):
         """-log p(y | z_{t+1}) + const with cond = (z_{t+1}, t): the learnt E(y, t) / beta_{t+1} on top of the
@@ -285,7 +286,7 @@ class ShapeLSDEBM(_LatentPriorVAE):
         return self.energy(y, t) * self.energy_scale(t) + 0.5 * ops.sum((z_next - y) ** 2, axis=-1) / beta + gauss
 
     def energy_scale(self, t):
-        return 1.0 / ops.take(self.beta, t)
+        return 1.0 / ops.take(self.beta, t) if self.scale_by_beta else 1.0
 
     def contrastive_pairs(self, z0):
         t = tf.random.stateless_uniform(tf.shape(z0)[:1], tf.stack([self._seed(), 2]), 0, self.segments,

@@ -34,6 +34,11 @@ class Prior:
     GradPenalty: float = field(0.0, min=0.0, help="weight of the mean squared gradient |dE/dz|^2 of the energy at "
                                                  "positives and negatives (0 = off): a smooth energy without deep "
                                                  "wells off the data for the sampling chains to drift into")
+    EnergyScale: str = field("inverse_beta", choices=("inverse_beta", "one"),
+                             help="LSD-EBM: the learnt energy of segment t enters its conditional as E(y, t) / "
+                                  "beta_t (inverse_beta, as the weights shipped before) or as E(y, t) (one: the "
+                                  "Gaussian terms dominate each segment, so a segment can move the chain by at most "
+                                  "beta_t (1 - beta_t) |dE/dy|)")
     Standardize: bool = field(False, help="the energy (and LSD-EBM's diffusion) work on the latent standardised "
                                           "per dimension by the running mean / std of the training posterior "
                                           "samples (false: on the raw latent, as the weights shipped before)")

@@ -42,7 +42,7 @@ def build_model(cfg):
                      langevin_step_size=p.LangevinStepSize, train_backbone=p.TrainBackbone, seed=cfg.Run.Seed,
                      input_skip=m.InputSkip, standardize=p.Standardize, grad_penalty=p.GradPenalty)
         model = (ShapeLEBM(*args, **prior) if cfg.Run.Method == "lebm"
-                 else ShapeLSDEBM(*args, segments=cfg.Diffusion.Segments, **prior))
+                 else ShapeLSDEBM(*args, segments=cfg.Diffusion.Segments, energy_scale=p.EnergyScale, **prior))
     model.build((None, *cfg.Data.Size, 1))
     return model
 
