@@ -84,6 +84,19 @@ def test_gradient_penalty_adds_the_mean_squared_energy_gradient():
     assert np.isfinite(logs["grad_sq"]) and logs["grad_sq"] > 0
 
 
+@pytest.mark.parametrize("energy_scale", ["inverse_beta", "one"])
+def test_lsd_ebm_chain_energy_is_the_learnt_term_plus_the_exact_gaussian_conditional(energy_scale):
+    model = tiny(ShapeLSDEBM, langevin_steps=2, segments=4, energy_scale=energy_scale)
+    rng = np.random.default_rng(1)
+    y, z_next = (tf.constant(rng.normal(size=(3, 6)), tf.float32) for _ in range(2))
+    t = tf.constant([0, 2, 3])
+    beta = tf.gather(model.beta, t).numpy()
+    learnt = model.energy(y, t).numpy() * (1 / beta if energy_scale == "inverse_beta" else 1.0)
+    gauss = (0.5 * np.sum(y.numpy() ** 2, -1) / (1 - beta) + 0.5 * np.sum((z_next - y).numpy() ** 2, -1) / beta)
+    np.testing.assert_allclose(model.chain_energy(y, (z_next, t)).numpy(), learnt + gauss, rtol=1e-5)
+    assert model.get_config()["energy_scale"] == energy_scale
+
+
 def test_latent_standardizer_learns_mean_and_std_and_round_trips():
     layer = LatentStandardizer(momentum=0.9)
     layer.build((None, 3))

@@ -222,6 +222,14 @@ class _LatentPriorVAE(ShapeVAE):
     def energy_scale(self, t):
         return 1.0
 
+    def cached_chain(self, key, make):
+        """The posterior sampler for ``key`` (made by ``make`` once): one traced graph for all batches of a
+        reconstruction instead of one per batch."""
+        cache = self.__dict__.setdefault("_chains", {})
+        if key not in cache:
+            cache[key] = make()
+        return cache[key]
+
     def data_energy(self, observe, weight: float):
         """(u, y_obs, x) -> weight * sum |observe(sigmoid(decode(from_unit(u), x))) - y_obs|^2 over the observed
         voxels."""
@@ -258,8 +266,11 @@ class ShapeLEBM(_LatentPriorVAE):
     def posterior_refine(self, x, y_obs, observe, steps: int, step_size: float, weight: float,
                          noise: float = 1.0, seed: int = 0):
         """Langevin on prior energy + data consistency, from the encoder's mean; the latent z."""
-        fit = self.data_energy(observe, weight)
-        chain = LangevinSampler(lambda u, c: self.prior_energy(u) + fit(u, *c), steps, step_size, noise)
+        def make():
+            fit = self.data_energy(observe, weight)
+            return LangevinSampler(lambda u, c: self.prior_energy(u) + fit(u, *c), steps, step_size, noise)
+
+        chain = self.cached_chain((observe, steps, step_size, weight, noise), make)
         return self.from_unit(chain(self.to_unit(self.encode(x)[0]), (y_obs, x), seed)["x"])
 
 
@@ -324,13 +335,15 @@ class ShapeLSDEBM(_LatentPriorVAE):
         """Diffuse the encoder's mean to segment ``start`` (default T // 4, at least 1), then denoise segment
         by segment with conditional Langevin plus data consistency on each z_t = y / sqrt(1 - beta)."""
         start = max(1, self.segments // 4) if start is None else min(start, self.segments)
-        fit = self.data_energy(observe, weight)
+        def make():
+            fit = self.data_energy(observe, weight)
 
-        def energy(y, cond):
-            beta = ops.take(self.beta, cond[1])
-            return self.chain_energy(y, cond) + fit(y / ops.sqrt(1 - beta)[:, None], cond[2], cond[3])
+            def energy(y, cond):
+                beta = ops.take(self.beta, cond[1])
+                return self.chain_energy(y, cond) + fit(y / ops.sqrt(1 - beta)[:, None], cond[2], cond[3])
+            return LangevinSampler(energy, steps, step_size, noise)
 
-        chain = LangevinSampler(energy, steps, step_size, noise)
+        chain = self.cached_chain((observe, steps, step_size, weight, noise), make)
         mean = self.to_unit(self.encode(x)[0])
         ab = float(self.alpha_bar[start])
         z = ab ** 0.5 * mean + (1 - ab) ** 0.5 * tf.random.stateless_normal(tf.shape(mean), [seed, 11])

@@ -209,7 +209,11 @@ def compare_latent(cfg, data, run_dir: Path) -> None:
         # In the prior's own space (u = the standardised latent with [Prior] Standardize, else z), against the
         # training posterior means in the same space: a chain that ends where the data are ends at their line.
         norm, spread = chain_stats(np.asarray(model.to_unit(path)))
-        post_norm, post_spread = (float(v[0]) for v in chain_stats(np.asarray(model.to_unit(posterior))[None]))
+        post_u = np.asarray(model.to_unit(posterior))
+        post_norm, post_spread = (float(v[0]) for v in chain_stats(post_u[None]))
+        each = np.linalg.norm(post_u, axis=-1) / np.sqrt(post_u.shape[-1])  # the range over training shapes
+        end_each = np.linalg.norm(np.asarray(model.to_unit(path))[-1], axis=-1) / np.sqrt(post_u.shape[-1])
+        inside = float(np.mean((end_each >= each.min()) & (end_each <= each.max())))
         progress = np.linspace(0, 1, len(norm))
         line = stats_axes[0].plot(progress, norm, label=label)[0]
         stats_axes[0].axhline(post_norm, color=line.get_color(), ls="--", lw=0.8, label=f"{label} posterior means")
@@ -217,9 +221,11 @@ def compare_latent(cfg, data, run_dir: Path) -> None:
         stats_axes[1].axhline(post_spread, color=line.get_color(), ls="--", lw=0.8)
         rows += [{"model": label, "step": k, "progress": float(progress[k]), "norm_per_dim": float(norm[k]),
                   "std_per_dim": float(spread[k]), "posterior_norm_per_dim": post_norm,
+                  "posterior_norm_min": float(each.min()), "posterior_norm_max": float(each.max()),
                   "posterior_std_per_dim": post_spread} for k in range(len(norm))]
         print(f"{label}: chain |u| / sqrt(dim) {norm[0]:.2f} -> {norm[-1]:.2f} (posterior means {post_norm:.2f}); "
-              f"per-dimension std {spread[0]:.2f} -> {spread[-1]:.2f} (posterior means {post_spread:.2f})",
+              f"per-dimension std {spread[0]:.2f} -> {spread[-1]:.2f} (posterior means {post_spread:.2f}); posterior "
+              f"means' norms {each.min():.2f}-{each.max():.2f}, {100 * inside:.0f} % of the chains end inside",
               flush=True)
     for ax, title in zip(stats_axes, ("mean |u| / sqrt(dim) (u: the prior's latent space)",
                                       "mean per-dimension std over samples")):

@@ -205,13 +205,13 @@ def reconstruct(model, cfg, thick: np.ndarray, observed: np.ndarray) -> np.ndarr
     from keras import ops
 
     out = []
+    op = SliceAverage(cfg.ThickSlice.Factor, axis=-2)  # one operator: the model's posterior sampler is traced once
     for i in range(0, len(thick), BATCH):
         x = thick[i:i + BATCH]
         r = getattr(cfg, "Reconstruct", None)
         if r is None or r.Steps == 0:
             probs = model.reconstruct(x)
         else:
-            op = SliceAverage(cfg.ThickSlice.Factor, axis=-2)
             extra = {"start": r.Start or None} if cfg.Run.Method == "lsd_ebm" else {}
             z = model.posterior_refine(x, observed[i:i + BATCH], op.forward, r.Steps, r.StepSize, r.DataWeight,
                                        r.Noise, seed=cfg.Run.Seed * 7919 + i, **extra)
