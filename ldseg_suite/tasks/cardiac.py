@@ -205,12 +205,14 @@ def interpolate(cfg, run_dir: Path) -> None:
 
 
 def _interpolation_ends(cfg):
-    """Two held-out mid-ventricular ED slices of different phantoms (the first two held-out phantoms)."""
+    """Two unlike held-out slices: a basal one of the first held-out phantom at ED, a mid-apical one of the second
+    at ES (a small, thick-walled LV elsewhere in the field of view)."""
     cases = phantom_cases(cfg.Phantom, "test")
     if len(cases) < 2:
         raise LDSegError(f"[Phantom] TestCases = {cfg.Phantom.TestCases}: interpolation needs at least 2")
-    k = cfg.Phantom.Slices // 3
-    return [(c.image[..., k, c.ed_frame][..., None] * 2.0 - 1.0).astype(np.float32) for c in cases[:2]]
+    picks = ((cases[0], cfg.Phantom.Slices // 4, cases[0].ed_frame), (cases[1], cfg.Phantom.Slices // 2,
+                                                                         cases[1].es_frame))
+    return [(c.image[..., k, f][..., None] * 2.0 - 1.0).astype(np.float32) for c, k, f in picks]
 
 
 def _picture(path: Path, rows, titles) -> None:
