@@ -26,6 +26,54 @@ def _groups(channels: int) -> int:
 
 
 @keras.saving.register_keras_serializable(PKG)
+class GroupNorm(layers.GroupNormalization):
+    """Keras' GroupNormalization (same weights, same result to float32 rounding), faster on CPU for large inputs
+    (a 4x32^3x24 volume with SiLU: 45-78 ms against 140-314 ms, docs/performance.md).
+
+    Keras reshapes to (batch, ..., groups, channels / groups) and reduces over the spatial axes and the
+    channels of a group at once, then applies mean, variance, gamma and beta in several full-size passes.
+    Here the moments are taken per channel (a reduction over the spatial axes only), combined per group by the
+    law of total variance on (batch, channels) arrays, and folded with gamma and beta into one per-channel
+    ``x * a + b``: :meth:`affine` returns (a, b), so a caller can fold more per-channel terms (ResBlock's
+    timestep scale and shift) into the same pass. Statistics in float32 whatever the precision policy.
+    """
+
+    def affine(self, x):
+        """Per-(sample, channel) scale and shift, shape (batch, channels): ``norm(x) = x * a + b``."""
+        if self.axis not in (-1, len(x.shape) - 1) or not (self.scale and self.center):
+            raise ValueError("GroupNorm.affine needs channels last with scale and center")
+        if not self.built:  # called as a method (norm_silu), not through __call__
+            self.build(tuple(x.shape))
+        x = ops.cast(x, "float32")
+        c, g = x.shape[-1], self.groups
+        mean_c, var_c = ops.moments(x, axes=tuple(range(1, len(x.shape) - 1)))
+        mean_c, var_c = ops.reshape(mean_c, (-1, g, c // g)), ops.reshape(var_c, (-1, g, c // g))
+        mean = ops.mean(mean_c, axis=-1, keepdims=True)
+        var = ops.mean(var_c + ops.square(mean_c - mean), axis=-1, keepdims=True)
+        a = ops.rsqrt(var + self.epsilon) * ops.reshape(ops.cast(self.gamma, "float32"), (g, c // g))
+        b = ops.reshape(ops.cast(self.beta, "float32"), (g, c // g)) - mean * a
+        return ops.reshape(a, (-1, c)), ops.reshape(b, (-1, c))
+
+    def call(self, inputs):
+        if self.axis not in (-1, len(inputs.shape) - 1) or not (self.scale and self.center):
+            return super().call(inputs)
+        a, b = self.affine(inputs)
+        return ops.cast(apply_affine(inputs, a, b), self.compute_dtype)
+
+    def norm_silu(self, x):
+        """silu(norm(x)) (the layer called as a method: callers use it where the norm feeds a SiLU)."""
+        a, b = self.affine(x)
+        return ops.cast(apply_affine(x, a, b, act=True), self.compute_dtype)
+
+
+def apply_affine(x, a, b, act: bool = False):
+    """x * a + b in float32 with per-(sample, channel) a, b of shape (batch, channels); SiLU after with act."""
+    shape = (-1,) + (1,) * (len(x.shape) - 2) + (x.shape[-1],)
+    y = ops.cast(x, "float32") * ops.reshape(a, shape) + ops.reshape(b, shape)
+    return ops.silu(y) if act else y
+
+
+@keras.saving.register_keras_serializable(PKG)
 class TimestepEmbedding(layers.Layer):
     """Sinusoidal embedding of integer (or real) timesteps followed by a two-layer MLP."""
 
@@ -67,7 +115,7 @@ class ResBlock(layers.Layer):
         self.semantic_proj = layers.Dense(filters, kernel_initializer="zeros") if semantic else None
         self.norm1 = None  # needs the input channels: made in build()
         self.conv1 = conv(spatial_dims, filters)
-        self.norm2 = layers.GroupNormalization(_groups(filters))
+        self.norm2 = GroupNorm(_groups(filters))
         self.conv2 = conv(spatial_dims, filters)
         self.drop = layers.Dropout(dropout)
         self.emb_proj = layers.Dense(2 * filters) if conditioned else None
@@ -76,7 +124,7 @@ class ResBlock(layers.Layer):
     def build(self, input_shape):
         x_shape = input_shape[0] if self.conditioned else input_shape
         in_ch = x_shape[-1]
-        self.norm1 = layers.GroupNormalization(_groups(in_ch))
+        self.norm1 = GroupNorm(_groups(in_ch))
         self.norm1.build(x_shape)
         self.conv1.build(x_shape)
         out_shape = tuple(x_shape[:-1]) + (self.filters,)
@@ -93,15 +141,17 @@ class ResBlock(layers.Layer):
 
     def call(self, inputs, training=False):
         x, emb, z = (list(inputs) + [None])[:3] if self.conditioned else (inputs, None, None)
-        h = self.conv1(ops.silu(self.norm1(x)))
-        h = self.norm2(h)
-        shape = (-1,) + (1,) * self.spatial_dims + (self.filters,)
+        h = self.conv1(self.norm1.norm_silu(x))
+        # norm2, the timestep scale-shift and the semantic scale in one per-channel x * a + b
+        a, b = self.norm2.affine(h)
         if self.conditioned:
-            scale, shift = ops.split(self.emb_proj(ops.silu(emb)), 2, axis=-1)
-            h = h * (1.0 + ops.reshape(scale, shape)) + ops.reshape(shift, shape)
+            scale, shift = ops.split(ops.cast(self.emb_proj(ops.silu(emb)), "float32"), 2, axis=-1)
+            a, b = a * (1.0 + scale), b * (1.0 + scale) + shift
         if self.semantic:
-            h = h * (1.0 + ops.reshape(self.semantic_proj(z), shape))
-        h = self.conv2(self.drop(ops.silu(h), training=training))
+            m = 1.0 + ops.cast(self.semantic_proj(z), "float32")
+            a, b = a * m, b * m
+        h = ops.cast(apply_affine(h, a, b, act=True), self.compute_dtype)
+        h = self.conv2(self.drop(h, training=training))
         return h + (self.skip(x) if self.skip is not None else x)
 
     def get_config(self):
@@ -121,7 +171,7 @@ class Attention(layers.Layer):
 
     def build(self, input_shape):
         ch = input_shape[-1]
-        self.norm = layers.GroupNormalization(_groups(ch))
+        self.norm = GroupNorm(_groups(ch))
         self.norm.build(input_shape)
         heads = max(1, min(self.heads, ch // 8))
         self.mha = layers.MultiHeadAttention(heads, key_dim=ch // heads)

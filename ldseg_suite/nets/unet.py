@@ -6,7 +6,7 @@ import math
 import keras
 from keras import layers, ops
 
-from ldseg_suite.nets.layers import PKG, Attention, ResBlock, TimestepEmbedding, Upsample, _groups, conv
+from ldseg_suite.nets.layers import PKG, Attention, GroupNorm, ResBlock, TimestepEmbedding, Upsample, _groups, conv
 
 
 @keras.saving.register_keras_serializable(PKG)
@@ -46,7 +46,7 @@ class UNet(layers.Layer):
             self.up_blocks.append([ResBlock(base * m, sd, tc, semantic=semantic) for _ in range(res_blocks)])
             if i > 0:
                 self.upsamplers.append(Upsample(base * self.channel_mult[i - 1], sd))
-        self.out_norm = layers.GroupNormalization(_groups(base * self.channel_mult[0]))
+        self.out_norm = GroupNorm(_groups(base * self.channel_mult[0]))
         self.out_conv = conv(sd, out_channels, kernel_initializer="zeros")
 
     def call(self, inputs, training=False):
@@ -78,7 +78,7 @@ class UNet(layers.Layer):
                 h = block_call(block, h)
             if j < len(self.upsamplers):
                 h = self.upsamplers[j](h)
-        return self.out_conv(ops.silu(self.out_norm(h)))
+        return self.out_conv(self.out_norm.norm_silu(h))
 
     def get_config(self):
         return {**super().get_config(), "out_channels": self.out_channels, "spatial_dims": self.spatial_dims,
@@ -109,7 +109,7 @@ class Encoder(layers.Layer):
             ch = min(ch * 2, 2 * base_channels)
             self.stages.append(conv(sd, ch, strides=2))
         self.final_block = ResBlock(ch, sd, conditioned=False)
-        self.out_norm = layers.GroupNormalization(_groups(ch))
+        self.out_norm = GroupNorm(_groups(ch))
         self.out_conv = conv(sd, out_channels, kernel=1)
 
     def call(self, x, training=False):
@@ -117,7 +117,7 @@ class Encoder(layers.Layer):
         for stage in self.stages:
             h = stage(h, training=training) if isinstance(stage, ResBlock) else stage(h)
         h = self.final_block(h, training=training)
-        h = self.out_conv(ops.silu(self.out_norm(h)))
+        h = self.out_conv(self.out_norm.norm_silu(h))
         return ops.tanh(h) if self.activation == "tanh" else h
 
     def get_config(self):
@@ -143,14 +143,14 @@ class Decoder(layers.Layer):
             ch = max(ch // 2, base_channels)
             self.stages.append(Upsample(ch, sd))
             self.stages.append(ResBlock(ch, sd, conditioned=False))
-        self.out_norm = layers.GroupNormalization(_groups(ch))
+        self.out_norm = GroupNorm(_groups(ch))
         self.out_conv = conv(sd, out_channels, kernel=1)
 
     def call(self, z, training=False):
         h = self.stem(z)
         for stage in self.stages:
             h = stage(h, training=training) if isinstance(stage, ResBlock) else stage(h)
-        return self.out_conv(ops.silu(self.out_norm(h)))
+        return self.out_conv(self.out_norm.norm_silu(h))
 
     def get_config(self):
         return {**super().get_config(), "out_channels": self.out_channels, "upsample": self.upsample,
