@@ -5,52 +5,24 @@ import pytest
 
 from ldseg_suite import cli
 from ldseg_suite.data import readers, synthetic
+from tests.configs import tiny_ini, write_glas
 
-TINY = """
-[Run]
-Method = ldseg
-Mode = infer
-Seed = 0
-[Data]
-Root = {root}
-Kind = {kind}
-Size = {size}
-Channels = {channels}
-Classes = {classes}
-Binarize = {binarize}
-Split = 0.5, 0.17, 0.33
-[Model]
-LatentChannels = 2
-ImageLatentChannels = 4
-Downsample = 2
-BaseChannels = 8
-ChannelMult = 1, 2
-[NoiseScheduler]
-Timesteps = 50
-[Sampler]
-Sampling_Steps = 4
-BatchSize = 4
-[Training]
-Epochs = 1
-BatchSize = 2
-[Output]
-Gifs = 1
-GifFrames = 3
-[Sweep]
-Sigma_Stop = 0.1
-Sigma_Step = 0.05
-"""
+
+def tiny_cli_ini(root, kind, size, channels, classes, binarize):
+    """The tiny LDSeg config by Kind (no Layout), with GIFs and a short noise sweep."""
+    return tiny_ini(root, Run={"Mode": "infer"},
+                    Data={"Layout": None, "Kind": kind, "Size": size, "Channels": channels, "Classes": classes,
+                          "Binarize": binarize},
+                    Sampler={"Sampling_Steps": 4, "BatchSize": 4}, Output={"Gifs": 1, "GifFrames": 3},
+                    Sweep={"Sigma_Stop": 0.1, "Sigma_Step": 0.05})
 
 
 @pytest.fixture(scope="module")
 def glas_cfg(tmp_path_factory):
     root = tmp_path_factory.mktemp("glas")
-    import imageio.v3 as iio
-    for k, (rgb, lab) in enumerate(synthetic.make_glands(6, 40, seed=1)):
-        iio.imwrite(root / f"train_{k + 1}.bmp", rgb)
-        iio.imwrite(root / f"train_{k + 1}_anno.bmp", lab)
+    write_glas(root, size=40)
     cfg = root / "tiny.ini"
-    cfg.write_text(TINY.format(root=root, kind="2d", size="16, 16", channels=3, classes=2, binarize="true"))
+    cfg.write_text(tiny_cli_ini(root, "2d", "16, 16", 3, 2, "true"))
     return cfg
 
 
@@ -100,7 +72,7 @@ def test_2d_plus_t_writes_nifti_with_input_affine_and_per_frame_metrics(tmp_path
         readers.write_nifti(root / "images" / f"e{k}.nii.gz", cine, affine)
         readers.write_nifti(root / "labels" / f"e{k}.nii.gz", lab, affine)
     cfg = tmp_path / "echo.ini"
-    cfg.write_text(TINY.format(root=root, kind="2d+t", size="16, 16, 4", channels=1, classes=3, binarize="false"))
+    cfg.write_text(tiny_cli_ini(root, "2d+t", "16, 16, 4", 1, 3, "false"))
     out = str(tmp_path / "run")
     assert cli.main(["--cfg", str(cfg), "--mode", "train", "--out", out]) == 0
     assert cli.main(["--cfg", str(cfg), "--out", out]) == 0

@@ -19,44 +19,19 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.reliability.conftest import write_glas
+from tests.configs import tiny_ini, write_glas
 
 ROOT = Path(__file__).resolve().parents[2]
 
-CFG = """
-[Run]
-Method = ldseg
-Seed = 0
-[Data]
-Root = {root}
-Layout = glas
-Size = 16, 16
-Channels = 3
-Classes = 2
-Binarize = true
-Augment = false
-Split = 0.8, 0, 0.2
-[Model]
-LatentChannels = 2
-ImageLatentChannels = 2
-Downsample = 2
-BaseChannels = 8
-ChannelMult = 1, 2
-Attention = false
-[NoiseScheduler]
-Timesteps = 50
-[Training]
-Epochs = {epochs}
-BatchSize = 4
-LearningRate = 1e-3
-{optimizer}
-[Output]
-Gifs = 0
-[Distribute]
-Strategy = {strategy}
-"""
-# Keras 3 clips gradients per replica, before the all-reduce: the equality needs clipping off (docs/scale-out.md)
-EXACT = "EMA = 0\nClipNorm = 0"
+
+def config(root, epochs, strategy):
+    """The tiny LDSeg config, no augmentation, 4 of 5 cases for training; EMA and clipping off: Keras 3 clips
+    gradients per replica, before the all-reduce, so the equality needs clipping off (docs/scale-out.md)."""
+    return tiny_ini(root, Data={"Augment": "false", "Split": "0.8, 0, 0.2"},
+                    Model={"ImageLatentChannels": 2, "Attention": "false"}, Sampler=None,
+                    Training={"Epochs": epochs, "BatchSize": 4, "LearningRate": "1e-3", "EMA": 0, "ClipNorm": 0},
+                    Distribute={"Strategy": strategy})
+
 
 HOOK = r'''
 import os
@@ -196,8 +171,8 @@ def runs(setup):
     epoch 2; both workers are restarted with the same command and finish. Returns (base, outputs)."""
     base, root, hook = setup
     single_cfg, mw_cfg = base / "single.ini", base / "mw.ini"
-    single_cfg.write_text(CFG.format(root=root, epochs=1, strategy="none", optimizer=EXACT))
-    mw_cfg.write_text(CFG.format(root=root, epochs=2, strategy="multiworker", optimizer=EXACT))
+    single_cfg.write_text(config(root, epochs=1, strategy="none"))
+    mw_cfg.write_text(config(root, epochs=2, strategy="multiworker"))
     single_logs, mw_logs, single_out, out = base / "single_logs", base / "mw_logs", base / "single_run", base / "mw_run"
     single_logs.mkdir()
     mw_logs.mkdir()

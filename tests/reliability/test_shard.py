@@ -101,33 +101,6 @@ def test_merge_command_for_tables_copied_from_several_machines(tmp_path, capsys)
     assert shard.main([str(tmp_path / "nowhere")]) == 2
 
 
-PREDICT_CFG = """
-[Run]
-Method = ldseg
-Seed = 0
-[Data]
-Root = {root}
-Layout = glas
-Size = 16, 16
-Channels = 3
-Classes = 2
-[Model]
-LatentChannels = 2
-ImageLatentChannels = 2
-Downsample = 2
-BaseChannels = 8
-ChannelMult = 1, 2
-Attention = false
-[NoiseScheduler]
-Timesteps = 50
-[Sampler]
-Sampling_Steps = 2
-[Output]
-Gifs = 0
-{weights}
-"""
-
-
 def test_two_shard_processes_predict_every_case_once_like_one_process(tmp_path):
     """`--mode predict --shard 0/2` and `1/2` run at once into one --out: every case once, the same masks and
     table as one process (untrained weights: the outputs still depend on every weight and on the seeds)."""
@@ -141,7 +114,7 @@ def test_two_shard_processes_predict_every_case_once_like_one_process(tmp_path):
     from ldseg_suite import config, sections, training
     from ldseg_suite.data import synthetic
     from ldseg_suite.tasks import ldseg
-    from tests.reliability.conftest import write_glas
+    from tests.configs import tiny_ini, write_glas
 
     root_dir = Path(__file__).resolve().parents[2]
     data = write_glas(tmp_path / "data", n=4, size=16)
@@ -150,10 +123,16 @@ def test_two_shard_processes_predict_every_case_once_like_one_process(tmp_path):
     for k, (rgb, _) in enumerate(synthetic.make_glands(7, 20, seed=5)):
         iio.imwrite(inputs / f"scan{k + 1}.png", rgb)  # natural order: scan2 before scan10-like names
     cfg_path = tmp_path / "tiny.ini"
-    cfg_path.write_text(PREDICT_CFG.format(root=data, weights=""))
+
+    def predict_cfg(weights=None):  # untrained LDSeg without [Training]; Weights given once exported
+        return tiny_ini(data, Data={"Binarize": None, "Split": None}, Training=None,
+                        Model={"ImageLatentChannels": 2, "Attention": "false"}, Sampler={"Sampling_Steps": 2},
+                        Output={"Weights": weights})
+
+    cfg_path.write_text(predict_cfg())
     weights = training.export_weights(ldseg.build_model(config.load(cfg_path, sections.schema_for)),
                                       tmp_path / "w.weights.h5")
-    cfg_path.write_text(PREDICT_CFG.format(root=data, weights=f"Weights = {weights}"))
+    cfg_path.write_text(predict_cfg(weights))
     env = {**os.environ, "PYTHONPATH": str(root_dir), "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
 
     def start(out, *extra):

@@ -1,13 +1,12 @@
 """The U-Net baseline end to end (patch training at native size, sliding windows, input geometry and orientation)
 and LDSeg's --mode compare against it and Otsu."""
-import imageio.v3 as iio
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
 
 from ldseg_suite import cli
-from ldseg_suite.data import synthetic
+from tests.configs import tiny_ini, write_glas
 
 UNET_3D = """
 [Run]
@@ -99,75 +98,16 @@ def test_predict_keeps_a_flipped_permuted_input_orientation(trained_3d, tmp_path
                                   np.asarray(pred_ras.dataobj))
 
 
-UNET_2D = """
-[Run]
-Method = unet
-Seed = 0
-[Data]
-Root = {root}
-Layout = glas
-Size = 16, 16
-Channels = 3
-Classes = 2
-Binarize = true
-Split = 0.5, 0.17, 0.33
-[Model]
-BaseChannels = 4
-ChannelMult = 1, 2
-[Training]
-Epochs = 1
-BatchSize = 2
-EMA = 0
-[Output]
-Weights = {weights}
-"""
-
-LDSEG_2D = """
-[Run]
-Method = ldseg
-Seed = 0
-[Data]
-Root = {root}
-Layout = glas
-Size = 16, 16
-Channels = 3
-Classes = 2
-Binarize = true
-Split = 0.5, 0.17, 0.33
-[Model]
-LatentChannels = 2
-ImageLatentChannels = 4
-Downsample = 2
-BaseChannels = 8
-ChannelMult = 1, 2
-Prediction = x0
-[NoiseScheduler]
-Timesteps = 50
-[Sampler]
-Sampling_Steps = 3
-[Compare]
-Baseline = {baseline}
-Samples = 2
-[Training]
-Epochs = 1
-BatchSize = 2
-EMA = 0
-[Output]
-Gifs = 0
-"""
 
 
 def test_compare_tables_ldseg_unet_and_otsu_with_sign_tests(tmp_path):
-    root = tmp_path / "data"
-    root.mkdir()
-    for k, (rgb, lab) in enumerate(synthetic.make_glands(6, 24, seed=1)):
-        iio.imwrite(root / f"train_{k + 1}.bmp", rgb)
-        iio.imwrite(root / f"train_{k + 1}_anno.bmp", lab)
+    root = write_glas(tmp_path / "data")
     unet_cfg = tmp_path / "unet.ini"
-    unet_cfg.write_text(UNET_2D.format(root=root, weights=tmp_path / "u/model.weights.h5"))
+    unet_cfg.write_text(tiny_ini(root, "unet", Output={"Weights": tmp_path / "u/model.weights.h5"}))
     assert cli.main(["--cfg", str(unet_cfg), "--mode", "train", "--out", str(tmp_path / "u")]) == 0
     ld_cfg = tmp_path / "ldseg.ini"
-    ld_cfg.write_text(LDSEG_2D.format(root=root, baseline=unet_cfg))
+    ld_cfg.write_text(tiny_ini(root, Model={"Prediction": "x0"}, Compare={"Baseline": unet_cfg, "Samples": 2},
+                              Training={"EMA": 0}))
     out = tmp_path / "l"
     assert cli.main(["--cfg", str(ld_cfg), "--mode", "train", "--out", str(out)]) == 0
     assert cli.main(["--cfg", str(ld_cfg), "--mode", "compare", "--out", str(out)]) == 0
