@@ -11,7 +11,6 @@ DATA = Path(__file__).resolve().parents[2] / "data"
 
 @pytest.mark.parametrize("folder, count, first, kind, classes, binarize, image_shape", [
     ("glas", 80, "testA_1", "2d", 2, True, (128, 128, 3)),
-    ("nuclei2d", 64, "tile_000", "2d", 2, True, (64, 64, 1)),
     ("echo", 16, "echo_00", "2d+t", 3, False, (64, 64, 16, 1)),
     ("knee", 16, "knee_00", "3d", 3, False, (64, 64, 32, 1)),
 ])
