@@ -86,10 +86,7 @@ def initial_latents(index, z_obs, xT_obs, slices: int):
 
 def optimise(model, obs: Observation, opt, log_every: int = 10):
     """Fit (z_sem, x_T) of every slice to the observation. Returns (volume in [0, 1], loss history, snapshots)."""
-    import keras
     import tensorflow as tf
-
-    from ldseg_suite.inverse.planes import trilinear
 
     k_steps, slices = opt.Steps, obs.truth.shape[2]
     if opt.Init == "cubic":  # encode every slice of the cubic interpolation (observed ones are the data)
@@ -99,34 +96,18 @@ def optimise(model, obs: Observation, opt, log_every: int = 10):
         x_obs = np.moveaxis(obs.sax, 2, 0)[..., None] * 2.0 - 1.0
         z_obs, xT_obs = (np.asarray(a) for a in model.encode(x_obs, k_steps))
         z0, xT0 = initial_latents(obs.sax_index, z_obs, xT_obs, slices)
-    z, xT = tf.Variable(z0), tf.Variable(xT0)
-    variables = [xT, z] if z0.shape[1] else [xT]
-    warmup = min(opt.Warmup, opt.Iterations - 1)
-    schedule = keras.optimizers.schedules.CosineDecay(0.0, opt.Iterations - warmup, alpha=0.1,
-                                                      warmup_target=opt.LearningRate, warmup_steps=warmup)
-    adam = keras.optimizers.Adam(schedule)
-    sampler = model.sampler(k_steps)
-    sax_index, sax = tf.constant(obs.sax_index, tf.int32), tf.constant(obs.sax, tf.float32)
-    lax = [(tf.constant(c), tf.constant(img, tf.float32)) for c, img in obs.lax.values()]
-    n = float(np.prod(xT0.shape[1:]))
+    fit = _fitter(model, opt, z0.shape, xT0.shape, len(obs.lax))
+    z, xT, variables, adam, decode = fit["z"], fit["xT"], fit["variables"], fit["adam"], fit["decode"]
+    z.assign(z0)
+    xT.assign(xT0)
+    for v in adam.variables:  # a fresh Adam: moments and the iteration count (hence the schedule) from zero
+        v.assign(tf.zeros_like(v))
+    warmup = fit["warmup"]
+    data = (tf.constant(obs.sax_index, tf.int32), tf.constant(obs.sax, tf.float32),
+            tuple((tf.constant(c), tf.constant(img, tf.float32)) for c, img in obs.lax.values()))
 
-    def decode():
-        x0 = sampler(xT, z)["x0"]
-        return (tf.transpose(x0[..., 0], (1, 2, 0)) + 1.0) / 2.0  # (I, J, K) in [0, 1]
-
-    @tf.function
     def step():
-        with tf.GradientTape() as tape:
-            volume = decode()
-            terms = {"sax": tf.reduce_mean((tf.gather(volume, sax_index, axis=2) - sax) ** 2),
-                     "lax": tf.add_n([tf.reduce_mean((trilinear(volume, c) - img) ** 2) for c, img in lax])
-                     / len(lax) if lax else tf.constant(0.0),
-                     "prior": tf.reduce_mean((tf.reduce_sum(xT ** 2, axis=[1, 2, 3]) / n - 1.0) ** 2),
-                     "smooth": tf.reduce_mean((z[1:] - z[:-1]) ** 2) if z0.shape[1] else tf.constant(0.0)}
-            loss = (opt.SaxWeight * terms["sax"] + opt.LaxWeight * terms["lax"] + opt.PriorWeight * terms["prior"]
-                    + opt.SmoothWeight * terms["smooth"])
-        adam.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        return loss, terms, volume
+        return fit["step"](*data)
 
     history, snapshots = [], []
     best, best_values, stale = np.inf, [v.numpy() for v in variables], 0
@@ -150,6 +131,53 @@ def optimise(model, obs: Observation, opt, log_every: int = 10):
     if opt.KeepObserved:
         volume[..., obs.sax_index] = obs.sax
     return np.clip(volume, 0.0, 1.0), history, snapshots
+
+
+_FITTERS: dict = {}
+
+
+def _fitter(model, opt, z_shape, xT_shape, views: int) -> dict:
+    """The variables, Adam and compiled step of a fit, cached per model, settings and shapes: tracing the step (a
+    gradient through the K-step decode loop) cost more than its 20 iterations, once per fit."""
+    import keras
+    import tensorflow as tf
+
+    from ldseg_suite.inverse.planes import trilinear
+
+    key = (id(model), opt, tuple(z_shape), tuple(xT_shape), views)
+    if key in _FITTERS and _FITTERS[key]["model"] is model:  # the entry holds the model: its id is not reused
+        return _FITTERS[key]
+    z, xT = tf.Variable(tf.zeros(z_shape)), tf.Variable(tf.zeros(xT_shape))
+    variables = [xT, z] if z_shape[1] else [xT]
+    warmup = min(opt.Warmup, opt.Iterations - 1)
+    schedule = keras.optimizers.schedules.CosineDecay(0.0, opt.Iterations - warmup, alpha=0.1,
+                                                      warmup_target=opt.LearningRate, warmup_steps=warmup)
+    adam = keras.optimizers.Adam(schedule)
+    adam.build(variables)
+    sampler = model.sampler(opt.Steps)
+    n = float(np.prod(xT_shape[1:]))
+
+    def decode():
+        x0 = sampler(xT, z)["x0"]
+        return (tf.transpose(x0[..., 0], (1, 2, 0)) + 1.0) / 2.0  # (I, J, K) in [0, 1]
+
+    @tf.function
+    def step(sax_index, sax, lax):
+        with tf.GradientTape() as tape:
+            volume = decode()
+            terms = {"sax": tf.reduce_mean((tf.gather(volume, sax_index, axis=2) - sax) ** 2),
+                     "lax": tf.add_n([tf.reduce_mean((trilinear(volume, c) - img) ** 2) for c, img in lax])
+                     / len(lax) if lax else tf.constant(0.0),
+                     "prior": tf.reduce_mean((tf.reduce_sum(xT ** 2, axis=[1, 2, 3]) / n - 1.0) ** 2),
+                     "smooth": tf.reduce_mean((z[1:] - z[:-1]) ** 2) if z_shape[1] else tf.constant(0.0)}
+            loss = (opt.SaxWeight * terms["sax"] + opt.LaxWeight * terms["lax"] + opt.PriorWeight * terms["prior"]
+                    + opt.SmoothWeight * terms["smooth"])
+        adam.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss, terms, volume
+
+    _FITTERS[key] = dict(model=model, z=z, xT=xT, variables=variables, adam=adam, decode=decode, step=step,
+                         warmup=warmup)
+    return _FITTERS[key]
 
 
 def load_prior(cfg, kind: str):
@@ -250,8 +278,8 @@ def evaluate(cfg, run_dir: Path) -> None:
             rows.append(row)
             print(f"case {i} {method}: mean Dice {_mean_dice(row):.3f}, EF error {row['ef_error']:.1f} points "
                   f"({time.time() - start:.0f} s)", flush=True)
+        atomic_csv(pd.DataFrame(rows), run_dir / "evaluate.csv")  # after every phantom: a long run's partial table
     table = pd.DataFrame(rows)
-    atomic_csv(table, run_dir / "evaluate.csv")
     md = summary(table, len(cases), cfg) + f"\nWall time: {time.time() - start:.0f} s.\n"
     (run_dir / "evaluate.md").write_text(md)
     print(md)
