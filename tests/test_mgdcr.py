@@ -185,3 +185,23 @@ def test_early_stopping_waits_for_the_learning_rate_warm_up(priors, tmp_path):
     loss = pd.read_csv(out / "loss.csv").loss.to_numpy()
     assert loss[1] == pytest.approx(loss[0], rel=1e-6)  # the warm-up starts from a zero step...
     assert len(loss) >= 4  # ...which patience 1 would otherwise have taken for a stalled fit
+
+
+def test_fits_reuse_one_compiled_step_and_start_fresh(priors, tmp_path):
+    """Tracing the step costs more than a fit: later fits with the same settings reuse it, and a refit of the first
+    observation gives the same volume (Adam's moments and schedule start from zero every time)."""
+    from ldseg_suite import config, sections
+
+    (dae_cfg, dae), (ddim_cfg, ddim) = priors["diffae"], priors["ddim"]
+    path = tmp_path / "m.ini"
+    path.write_text(MGDCR.format(dae_cfg=dae_cfg, dae=dae, ddim_cfg=ddim_cfg, ddim=ddim))
+    cfg = config.load(path, sections.schema_for, ["Optimise.Iterations=3", "Optimise.Warmup=1"])
+    model = mgdcr.load_prior(cfg, "mgdcr")
+    a, b = (mgdcr.observe(cardiac.make_cardiac_case(s, size=32, slices=8, frames=2), 0, cfg.Acquisition)
+            for s in (0, 1))
+    first, second, again = (mgdcr.optimise(model, obs, cfg.Optimise, log_every=0) for obs in (a, b, a))
+    np.testing.assert_array_equal(first[0], again[0])
+    assert [h["loss"] for h in first[1]] == [h["loss"] for h in again[1]]
+    assert np.abs(first[0] - second[0]).max() > 0.05
+    (fit,) = [f for f in mgdcr._FITTERS.values() if f["model"] is model]
+    assert fit["step"].experimental_get_tracing_count() == 1
