@@ -18,6 +18,7 @@ and volume in a fresh process, so its peak RSS is its own.
 
 needs (not the suite): pip install -r requirements-bench.txt, in a venv beside requirements-dev.txt
 usage: python benchmarks/peers.py [--quick] [--repeats N] [--threads 2] [--only sampler|window] [--profile]
+       [--omp-wait PASSIVE]   (tables: docs/performance.md; CSVs: benchmarks/results/, git-ignored)
 """
 from __future__ import annotations
 
