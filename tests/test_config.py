@@ -40,7 +40,7 @@ def test_override_and_case_insensitive_choice():
     (("Split = 0.7, 0.1, 0.2", "Split = 0.7, 0.2, 0.2"), "must sum to 1"),
     (("Beta_0 = 0.0001", "Beta_0 = 0.05"), "must be smaller than Beta_T"),
     (("Size = 64, 64", "Size = 64, 64, 64"), "Kind = 2d needs 2"),
-    (("Size = 64, 64", "Size = 60, 60"), "divisible"),
+    (("Size = 64, 64", "Size = 62, 62"), "divisible"),
     (("Sampling_Steps = 15", "Sampling_Steps = 5000"), "exceeds [NoiseScheduler] Timesteps"),
     (("Root = data/glas\n", ""), "[Data] Root is required"),
 ])
