@@ -5,6 +5,7 @@ import csv
 import os
 import platform
 import subprocess
+import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -46,3 +47,18 @@ def peak_rss_mib() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def matmul_gflops(n: int = 2048) -> float:
+    """Best of 5 timed float32 n x n TensorFlow matmuls (after one warm-up), in GFLOP/s: the machine's peak."""
+    import tensorflow as tf
+
+    a = tf.random.normal((n, n))
+    mm = tf.function(lambda a: tf.matmul(a, a))
+    mm(a).numpy()
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        mm(a).numpy()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9

@@ -124,16 +124,9 @@ class OursWorker:
         return {"tensorflow": self.tf.__version__, "keras": keras.__version__}
 
     def matmul(self, n: int = 2048) -> float:
-        tf = self.tf
-        a = tf.random.normal((n, n))
-        mm = tf.function(lambda a: tf.matmul(a, a))
-        mm(a).numpy()
-        best = float("inf")
-        for _ in range(5):
-            t0 = time.perf_counter()
-            mm(a).numpy()
-            best = min(best, time.perf_counter() - t0)
-        return 2 * n ** 3 / best / 1e9
+        from benchmarks.common import matmul_gflops
+
+        return matmul_gflops(n)
 
     def _denoiser(self, sd: int):
         import keras

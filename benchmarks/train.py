@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import machine, markdown_table, peak_rss_mib, write_csv  # noqa: E402
+from benchmarks.common import machine, markdown_table, matmul_gflops, peak_rss_mib, write_csv  # noqa: E402
 
 # name, spatial size, batch, jit, base channels, channel mult, downsample
 QUICK = [
@@ -160,19 +160,9 @@ def infer_memory(spec_json: str) -> dict:
 
 
 def matmul_peak() -> float:
-    import tensorflow as tf
-
     import ldseg_suite  # noqa: F401
 
-    a = tf.random.normal((2048, 2048))
-    mm = tf.function(lambda a: tf.matmul(a, a))
-    mm(a).numpy()
-    best = float("inf")
-    for _ in range(5):
-        t0 = time.perf_counter()
-        mm(a).numpy()
-        best = min(best, time.perf_counter() - t0)
-    return 2 * 2048 ** 3 / best
+    return matmul_gflops() * 1e9
 
 
 def subprocess_json(func: str, spec) -> dict:
