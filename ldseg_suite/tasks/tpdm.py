@@ -119,6 +119,15 @@ def build_score_model(scfg) -> ScoreModel:
     return model
 
 
+def initial_score_model(cfg) -> ScoreModel:
+    """A new score model of ``[Model]``, holding ``[Model] InitWeights`` when that is set (fine-tuning)."""
+    model = build_score_model(cfg)
+    if cfg.Model.InitWeights:
+        training.load_weights(model, Path(cfg.Model.InitWeights), "[Model] InitWeights")
+        print(f"init: weights of {cfg.Model.InitWeights}", flush=True)
+    return model
+
+
 def train(cfg, run_dir: Path) -> None:
 
     t = cfg.Training
@@ -129,7 +138,7 @@ def train(cfg, run_dir: Path) -> None:
                                 map_fn=augment_fn(cfg.Augment, cfg.Model.Plane))
     steps = t.StepsPerEpoch or max(1, len(slices) // t.BatchSize)
     start = time.time()
-    training.fit(lambda: build_score_model(cfg), ds, steps, t.Epochs, run_dir, t,
+    training.fit(lambda: initial_score_model(cfg), ds, steps, t.Epochs, run_dir, t,
                  strategy=distribute.strategy_for(cfg.Distribute.Strategy))
     print(f"trained to epoch {t.Epochs} in {time.time() - start:.0f} s; weights: "
           f"{run_dir / training.FINAL_WEIGHTS}", flush=True)

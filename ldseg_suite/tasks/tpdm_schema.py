@@ -39,6 +39,9 @@ class Model:
     SigmaMax: float = field(20.0, min=1e-3, help="largest noise level (about the largest distance between "
                                                  "training slices)")
     SigmaData: float = field(0.3, min=1e-3, help="data standard deviation of the preconditioning")
+    InitWeights: str = field("", help="train: start from these weights instead of a random init, e.g. a model of "
+                                      "the same [Model] trained at another [Data] Size (the network is "
+                                      "convolutional); ignored when resuming a checkpoint; '' = random init")
 
     def validate(self):
         if not self.SigmaMin < self.SigmaMax:
