@@ -56,6 +56,27 @@ def test_plausibility_passes_mid_ventricular_slices_and_fails_noise_and_wrong_co
     assert not plausibility(mid * 0.3 + 0.3, 4.0).plausible.any()  # washed out: no blood-bright pools
 
 
+def test_calibrated_plausibility_passes_real_slices_of_every_type_and_fails_the_negative_controls():
+    from ldseg_suite.tasks import cardiac_plausibility as cp
+
+    train = slices_of([cardiac.make_cardiac_case(s, size=32, frames=2) for s in range(48)])
+    cal = cp.calibrate(train, 4.0)
+    assert set(cal["types"]) == set(cp.TYPES) and sum(cal["types"].values()) > 0.99
+    real = slices_of([cardiac.make_cardiac_case(10000 + i, size=32, frames=2) for i in range(2)])
+    scored = cp.calibrated_plausibility(real, 4.0, cal)
+    assert scored.plausible.mean() >= 0.9
+    assert set(scored[scored.plausible].type) == set(cp.TYPES)  # real slices of every type pass
+    assert 0.3 < plausibility(real, 4.0).plausible.mean() < 0.7  # the strict check: only mid-ventricular ones
+    for name, images in cp.negative_controls(real).items():
+        assert not cp.calibrated_plausibility(images, 4.0, cal).plausible.any(), name
+    with pytest.raises(ValueError, match="mm pixels"):
+        cp.calibrated_plausibility(real, 2.0, cal)
+    same = cp.type_distribution(scored.type, scored.type)
+    assert same["tv"] == 0 and same["p"] > 0.5
+    easy = cp.type_distribution(["lv+myo+rv"] * 64, scored.type)  # a sampler of only the easiest type
+    assert easy["tv"] > 0.4 and easy["p"] < 1e-3
+
+
 def test_the_ablation_has_its_own_optimiser_settings():
     opt = cardiac_schema.Optimise(LearningRate=0.01, Warmup=10, Iterations=40, AblationLearningRate=0.05,
                                   AblationWarmup=0, AblationIterations=60)

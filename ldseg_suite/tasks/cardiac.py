@@ -21,15 +21,13 @@ from ldseg_suite.data.cardiac import make_cardiac_case
 from ldseg_suite.errors import LDSegError
 from ldseg_suite.models.ddim import DDIM
 from ldseg_suite.models.diffae import DiffAE
+from ldseg_suite.tasks import cardiac_plausibility as plaus
+from ldseg_suite.tasks.cardiac_plausibility import plausibility  # noqa: F401 (the strict check, re-exported)
 from ldseg_suite.tasks.cardiac_schema import MODES
 from ldseg_suite.tasks.common import atomic_csv, load_trained_weights, open_run
 
 TEST_SEED = 10000  # held-out phantoms use seeds TEST_SEED, TEST_SEED + 1, ...
 OUTPUTS = {"train": [], "roundtrip": ["roundtrip.csv"], "sample": ["samples.png"], "interpolate": ["interpolation.png"]}
-# Plausible areas (mm^2) on short-axis slices that show all three structures: the 0.5-99.5 % range of the training
-# phantoms' true labels (48 phantoms, 32 px), rounded outwards; resolution-independent.
-AREA_MM2 = {"lv": (150.0, 2000.0), "myo": (300.0, 2200.0), "rv": (50.0, 1500.0)}
-RING = 0.7  # share of the LV pool's outer rim that must be myocardium
 
 
 def phantom_cases(phantom_cfg, split: str, count: int = 0) -> list:
@@ -145,40 +143,15 @@ def sample(cfg, run_dir: Path) -> None:
         [out[i:i + 16] for i in range(0, min(len(out), 64), 16)]
     _picture(run_dir / "samples.png", rows, [f"z_sem of held-out slice {i}" for i in range(len(rows))]
              if cfg.Run.Method == "diffae" else ["DDIM samples from noise"] + [""] * (len(rows) - 1))
-    pixel = phantom_cases(cfg.Phantom, "test")[0].spacing[0]
-    scored = plausibility(out, pixel)
-    real = plausibility(slices_of(phantom_cases(cfg.Phantom, "test")), pixel)
-    atomic_csv(scored, run_dir / "samples.csv")
+    test = phantom_cases(cfg.Phantom, "test")
+    pixel = test[0].spacing[0]
     source = "z_sem of 4 held-out slices, x_T" if cfg.Run.Method == "diffae" else "x_T"
-    md = (f"{len(out)} {cfg.Run.Method} samples ({source} from N(0, I), {cfg.Codec.Steps} DDIM steps) scored by the "
-          f"classical segmentation: {100 * scored.plausible.mean():.0f} % plausible (LV pool, myocardium ring and RV "
-          f"of plausible sizes); every slice of the {cfg.Phantom.TestCases} held-out phantoms ({len(real)}) scored "
-          f"the same way: {100 * real.plausible.mean():.0f} %.\n")
+    title = f"{len(out)} {cfg.Run.Method} samples ({source} from N(0, I), {cfg.Codec.Steps} DDIM steps)"
+    scored, md = plaus.report(out, slices_of(test), slices_of(phantom_cases(cfg.Phantom, "train")), pixel, title,
+                              f"every slice of the {cfg.Phantom.TestCases} held-out phantoms")
+    atomic_csv(scored, run_dir / "samples.csv")
     (run_dir / "samples.md").write_text(md)
     print(md + f"samples: {run_dir / 'samples.png'}", flush=True)
-
-
-def plausibility(images, pixel_mm: float) -> pd.DataFrame:
-    """Anatomy check of short-axis slices (n, H, W, 1) in [-1, 1] by ``segment_by_intensity``: a slice is plausible
-    when it has an LV pool, a myocardium and an RV with areas in ``AREA_MM2``, the myocardium covers at least
-    ``RING`` of the LV pool's outer rim, and the RV lies next to the myocardium (within two pixels)."""
-    from scipy import ndimage
-
-    from ldseg_suite.data.cardiac import segment_by_intensity
-
-    rows = []
-    for image in np.asarray(images):
-        seg = segment_by_intensity((np.clip(image[..., :1], -1, 1) + 1.0) / 2.0, spacing=(pixel_mm, pixel_mm, 7.0))
-        seg = seg[..., 0]
-        masks = {name: seg == k for k, name in ((1, "lv"), (2, "myo"), (3, "rv"))}
-        area = {name: float(m.sum()) * pixel_mm ** 2 for name, m in masks.items()}
-        rim = ndimage.binary_dilation(masks["lv"]) & ~masks["lv"]
-        ring = float(masks["myo"][rim].mean()) if rim.any() else 0.0
-        touch = bool((ndimage.binary_dilation(masks["rv"], iterations=2) & masks["myo"]).any())
-        sizes = all(lo <= area[name] <= hi for name, (lo, hi) in AREA_MM2.items())
-        rows.append({**{f"{k}_mm2": v for k, v in area.items()}, "ring": ring, "rv_touches_myo": touch,
-                     "plausible": sizes and ring >= RING and touch})
-    return pd.DataFrame(rows)
 
 
 def interpolate(cfg, run_dir: Path) -> None:
