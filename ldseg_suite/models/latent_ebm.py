@@ -38,6 +38,7 @@ from ldseg_suite.models.vae import ShapeVAE
 from ldseg_suite.nets.layers import PKG, TimestepEmbedding
 
 FINAL_ALPHA_BAR = 0.01
+LINEAR_BETA_1 = 0.01
 
 
 @keras.saving.register_keras_serializable(PKG)
@@ -274,19 +275,36 @@ class ShapeLEBM(_LatentPriorVAE):
         return self.from_unit(chain(self.to_unit(self.encode(x)[0]), (y_obs, x), seed)["x"])
 
 
+def beta_schedule(kind: str, segments: int) -> np.ndarray:
+    """beta_1..beta_T with alpha_bar_T = prod(1 - beta) = 0.01. ``constant``: beta = 1 - 0.01^(1/T).
+    ``linear``: beta rises linearly from LINEAR_BETA_1 (so the last segment adds little noise to the sample) to
+    what makes alpha_bar_T = 0.01. (A cosine schedule ends with beta near 1, and z_t = y / sqrt(1 - beta) then
+    amplifies any sampling error 30-fold.)"""
+    if kind == "constant" or segments == 1:
+        return np.full(segments, 1.0 - FINAL_ALPHA_BAR ** (1.0 / segments))
+    if kind != "linear":
+        raise ValueError(f"unknown beta schedule {kind!r} (expected constant or linear)")
+    first = min(LINEAR_BETA_1, 1.0 - FINAL_ALPHA_BAR ** (1.0 / segments))
+    lo, hi = first, 1.0 - 1e-9
+    for _ in range(100):  # bisect on the last beta: -sum log(1 - beta_t) = log(1 / 0.01)
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if -np.log1p(-np.linspace(first, mid, segments)).sum() < -np.log(FINAL_ALPHA_BAR) \
+            else (lo, mid)
+    return np.linspace(first, lo, segments)
+
+
 @keras.saving.register_keras_serializable(PKG)
 class ShapeLSDEBM(_LatentPriorVAE):
-    def __init__(self, *args, segments: int = 20, energy_scale: str = "inverse_beta", **kwargs):
+    def __init__(self, *args, segments: int = 20, energy_scale: str = "inverse_beta", schedule: str = "constant",
+                 **kwargs):
         self.segments = segments
         self.scale_by_beta = energy_scale == "inverse_beta"
-        # Constant beta = 1 - 0.01^(1/T): alpha_bar falls geometrically to 0.01 at z_T. (A cosine schedule ends
-        # with beta near 1, and z_t = y / sqrt(1 - beta) then amplifies any sampling error 30-fold.)
-        beta = np.full(segments, 1.0 - FINAL_ALPHA_BAR ** (1.0 / segments))
+        beta = beta_schedule(schedule, segments)
         self.beta = tf.constant(beta, tf.float32)                                   # beta_{t+1}, t = 0..T-1
         self.alpha_bar = tf.constant(np.concatenate([[1.0], np.cumprod(1 - beta.astype(np.float64))]),
                                      tf.float32)                                    # of z_t, t = 0..T
         super().__init__(*args, **kwargs)
-        self.hp.update(dict(segments=segments, energy_scale=energy_scale))
+        self.hp.update(dict(segments=segments, energy_scale=energy_scale, schedule=schedule))
 
     def chain_energy(self, y, cond):
         """-log p(y | z_{t+1}) + const with cond = (z_{t+1}, t): the learnt E(y, t) / beta_{t+1} on top of the

@@ -24,6 +24,7 @@ from ldseg_suite.fid import frechet_distance
 from ldseg_suite.models.classifier import FeatureClassifier
 from ldseg_suite.models.image_ebm import PixelEBM
 from ldseg_suite.models.latent_ebm import ShapeLEBM, ShapeLSDEBM
+from ldseg_suite.tasks import shapes
 from ldseg_suite.tasks.common import atomic_csv, load_trained_weights, open_run
 from ldseg_suite.tasks.generate_schema import MODES
 from ldseg_suite.viz import gifs
@@ -64,8 +65,8 @@ def build_model(cfg):
         kw = dict(energy_hidden=p.EnergyHidden, langevin_steps=p.LangevinSteps, langevin_step_size=p.LangevinStepSize,
                   seed=cfg.Run.Seed, dice_weight=0.0, standardize=p.Standardize, grad_penalty=p.GradPenalty,
                   train_backbone=p.TrainBackbone)
-        model = ShapeLEBM(*args, **kw) if method == "lebm_2d" else ShapeLSDEBM(*args, segments=cfg.Diffusion.Segments,
-                                                                               **kw)
+        model = (ShapeLEBM(*args, **kw) if method == "lebm_2d" else
+                 ShapeLSDEBM(*args, segments=cfg.Diffusion.Segments, schedule=cfg.Diffusion.Schedule, **kw))
     model.build((None, *size, 1))
     return model
 
@@ -93,25 +94,52 @@ def train(cfg, run_dir: Path) -> None:
     steps = t.StepsPerEpoch or max(1, len(images) // t.BatchSize)
     classifier = cfg.Run.Method == "fid_classifier"  # uses Keras' own train_step with cross-entropy
     start = time.time()
-    training.fit(lambda: with_backbone(build_model(cfg), cfg), ds, steps, t.Epochs, run_dir, t,
-                 strategy=distribute.strategy_for(cfg.Distribute.Strategy),
-                 loss=keras.losses.CategoricalCrossentropy(from_logits=True) if classifier else None,
-                 metrics=["accuracy"] if classifier else None)
-    print(f"trained to epoch {t.Epochs} in {time.time() - start:.0f} s; weights: "
-          f"{run_dir / training.FINAL_WEIGHTS}", flush=True)
+    model = training.fit(lambda: with_backbone(build_model(cfg), cfg), ds, steps, t.Epochs, run_dir, t,
+                         strategy=distribute.strategy_for(cfg.Distribute.Strategy),
+                         loss=keras.losses.CategoricalCrossentropy(from_logits=True) if classifier else None,
+                         metrics=["accuracy"] if classifier else None)
+    final = run_dir / training.FINAL_WEIGHTS
+    if "Prior" in cfg and not cfg.Prior.TrainBackbone:
+        shapes.export_prior_only(model, cfg, final)  # replaces the full export: the backbone is [Prior] Backbone
+    print(f"trained to epoch {t.Epochs} in {time.time() - start:.0f} s; weights: {final}", flush=True)
 
 
-def with_backbone(model, cfg):
-    """``model`` with encoder and generator copied from ``[Prior] Backbone`` (a weights file of a model of the same
-    method and [Model]), if set."""
-    backbone = getattr(getattr(cfg, "Prior", None), "Backbone", "")
-    if backbone:
-        source = build_model(cfg)
-        training.load_weights(source, Path(backbone), "[Prior] Backbone")
-        for dst, src in zip(model.backbone_weights(), source.backbone_weights(), strict=True):
-            dst.assign(src)
-        print(f"backbone: {backbone} ({'trained further' if cfg.Prior.TrainBackbone else 'fixed'})", flush=True)
+def with_backbone(model, cfg, quiet: bool = False):
+    """``model`` with encoder and generator copied from ``[Prior] Backbone`` (a weights file of a model of
+    ``[Prior] BackboneConfig``, default this config), if set."""
+    prior = getattr(cfg, "Prior", None)
+    if prior is None or not prior.Backbone:
+        return model
+    source_cfg = backbone_config(cfg)
+    source = build_model(source_cfg)
+    load_weights(source, source_cfg, Path(prior.Backbone), "[Prior] Backbone")
+    for dst, src in zip(model.backbone_weights(), source.backbone_weights(), strict=True):
+        dst.assign(src)
+    if not quiet:
+        print(f"backbone: {prior.Backbone} ({'trained further' if prior.TrainBackbone else 'fixed'})", flush=True)
     return model
+
+
+def load_weights(model, cfg, path: Path, what: str) -> None:
+    """``training.load_weights``, or for a file that holds only a latent prior (a fixed-backbone LEBM / LSD-EBM,
+    ``shapes.export_prior_only``): ``[Prior] Backbone`` first, then the prior."""
+    shapes.load_model_weights(model, cfg, path, what, init=lambda m, c: with_backbone(m, c, quiet=True))
+
+
+def backbone_config(cfg):
+    """The config of ``[Prior] Backbone``'s model: ``[Prior] BackboneConfig``, checked to share this config's
+    [Images] Size and [Model], or ``cfg`` itself."""
+    path = cfg.Prior.BackboneConfig
+    if not path:
+        return cfg
+    if not Path(path).is_file():
+        raise LDSegError(f"[Prior] BackboneConfig = {path}: config file not found")
+    other = config.load(Path(path), sections.schema_for)
+    if (other.Run.Method not in ("lebm_2d", "lsd_ebm_2d") or other.Images.Size != cfg.Images.Size
+            or other.Model != cfg.Model):
+        raise LDSegError(f"[Prior] BackboneConfig = {path}: expected an lebm_2d or lsd_ebm_2d config with this "
+                         f"config's [Images] Size ({cfg.Images.Size}) and [Model] ({cfg.Model})")
+    return other
 
 
 def _load(cfg, run_dir: Path | None):
@@ -119,9 +147,9 @@ def _load(cfg, run_dir: Path | None):
     if run_dir is None:
         if not cfg.Output.Weights:
             raise LDSegError(f"{cfg.source}: [Output] Weights is empty (needed to score this model here)")
-        training.load_weights(model, Path(cfg.Output.Weights), f"{cfg.source}: [Output] Weights")
+        load_weights(model, cfg, Path(cfg.Output.Weights), f"{cfg.source}: [Output] Weights")
     else:
-        load_trained_weights(model, cfg, run_dir)
+        load_trained_weights(model, cfg, run_dir, lambda m, path, what: load_weights(m, cfg, path, what))
     return model
 
 
@@ -202,12 +230,32 @@ def sample(cfg, run_dir: Path) -> None:
                      "fid_local": frechet_distance(features(classifier, imgs), real_test), "samples": len(imgs)})
     table = pd.DataFrame(rows)
     atomic_csv(table, run_dir / "fid.csv")
+    latent = "" if cfg.Run.Method == "ebm" else latent_norms(model, cfg, test, run_dir)
     md = ("FID (local features): Frechet distance on the features of the project's own Fashion-MNIST "
           "classifier against the held-out test images; not comparable to Inception FID.\n\n"
           "| model | FID (local features) | samples |\n|---|---|---|\n"
-          + "\n".join(f"| {r['model']} | {r['fid_local']:.2f} | {r['samples']} |" for r in rows) + "\n")
+          + "\n".join(f"| {r['model']} | {r['fid_local']:.2f} | {r['samples']} |" for r in rows) + "\n" + latent)
     (run_dir / "fid.md").write_text(md)
     print(md)
+
+
+def latent_norms(model, cfg, test, run_dir: Path, n: int = 250) -> str:
+    """``latent.csv``: mean |u| / sqrt(dim) along ``n`` prior chains (u: the prior's own space, the standardised
+    latent with ``[Prior] Standardize``), against posterior samples of the first 1000 test images (mean, 1st and
+    99th percentile); returns a Markdown paragraph for ``fid.md``."""
+    _, path = model.sample_latents(n, seed=cfg.Run.Seed + 1, capture=True)
+    u = np.asarray(model.to_unit(path))
+    norm = np.linalg.norm(u, axis=-1).mean(-1) / np.sqrt(u.shape[-1])
+    mean, logvar = (np.asarray(v) for v in model.encode(test[:1000]))
+    z = mean + np.exp(0.5 * logvar) * np.random.default_rng(cfg.Run.Seed).normal(size=mean.shape)
+    post = np.linalg.norm(np.asarray(model.to_unit(z.astype(np.float32))), axis=-1) / np.sqrt(u.shape[-1])
+    lo, hi = np.percentile(post, [1, 99])
+    atomic_csv(pd.DataFrame({"step": np.arange(len(norm)), "norm_per_dim": norm, "posterior_mean": post.mean(),
+                             "posterior_p1": lo, "posterior_p99": hi}), run_dir / "latent.csv")
+    picks = np.linspace(0, len(norm) - 1, 11).round().astype(int)
+    return (f"\nLatent norm |u| / sqrt(d) along {n} prior chains ({'segments' if model.segments else 'steps'}, "
+            f"start -> end): {' '.join(f'{v:.2f}' for v in norm[picks])}; posterior samples of "
+            f"{len(post)} test images: {post.mean():.2f} (1st-99th percentile {lo:.2f}-{hi:.2f}).\n")
 
 
 def _other(path: str, cfg):

@@ -29,8 +29,11 @@ class Prior:
     EnergyHidden: int = field(200, min=8, help="width of the latent energy MLP")
     LangevinSteps: int = field(30, min=1, help="short-run Langevin steps (LSD-EBM: per segment)")
     LangevinStepSize: float = field(0.1, min=0.0, help="Langevin step size (LSD-EBM: times sqrt(beta_t))")
-    Backbone: str = field("", help="weights file of a model of this config's method whose encoder and generator "
-                                   "are loaded before training ('' = train them from scratch)")
+    Backbone: str = field("", help="weights file whose encoder and generator are loaded before training (of a model "
+                                   "of BackboneConfig; '' = train them from scratch)")
+    BackboneConfig: str = field("", help="config of the model whose weights Backbone holds, e.g. "
+                                         "cfg/fashion_lebm.ini to put an LSD-EBM prior on the LEBM's generator ('' "
+                                         "= this config); its [Images] Size and [Model] must equal this config's")
     TrainBackbone: bool = field(True, help="false: keep the Backbone's encoder and generator fixed and train the "
                                            "energy only (needs Backbone)")
     GradPenalty: float = field(0.0, min=0.0, help="weight of the mean squared gradient |dE/dz|^2 of the energy at "

@@ -46,8 +46,11 @@ class Prior:
 
 @dataclass(frozen=True)
 class Diffusion:
-    Segments: int = field(20, min=1, max=1000, help="T: diffusion segments of the latent (constant beta, "
-                                                                  "alpha_bar_T = 0.01)")
+    Segments: int = field(20, min=1, max=1000, help="T: diffusion segments of the latent (alpha_bar_T = 0.01)")
+    Schedule: str = field("constant", choices=("constant", "linear"),
+                          help="beta_t of the segments: constant (1 - 0.01^(1/T)) or linear (from 0.01 at the last "
+                               "segment of sampling, so its noise barely blurs the sample, rising to what makes "
+                               "alpha_bar_T = 0.01; meant for T >= 6)")
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,8 @@ def build_model(cfg):
                      langevin_step_size=p.LangevinStepSize, train_backbone=p.TrainBackbone, seed=cfg.Run.Seed,
                      input_skip=m.InputSkip, standardize=p.Standardize, grad_penalty=p.GradPenalty)
         model = (ShapeLEBM(*args, **prior) if cfg.Run.Method == "lebm"
-                 else ShapeLSDEBM(*args, segments=cfg.Diffusion.Segments, energy_scale=p.EnergyScale, **prior))
+                 else ShapeLSDEBM(*args, segments=cfg.Diffusion.Segments, energy_scale=p.EnergyScale,
+                                 schedule=cfg.Diffusion.Schedule, **prior))
     model.build((None, *cfg.Data.Size, 1))
     return model
 
@@ -100,8 +101,9 @@ def _prior_only_attrs(path: Path):
         return None
 
 
-def load_model_weights(model, cfg, path: Path, what: str) -> None:
-    """``training.load_weights``, or for a prior-only file: ``[Prior] Backbone``, then the prior's weights."""
+def load_model_weights(model, cfg, path: Path, what: str, init=None) -> None:
+    """``training.load_weights``, or for a prior-only file: ``[Prior] Backbone`` (put into ``model`` by
+    ``init(model, cfg)``, default ``init_backbone``), then the prior's weights."""
     import h5py
 
     path = Path(path)
@@ -109,7 +111,7 @@ def load_model_weights(model, cfg, path: Path, what: str) -> None:
     if attrs is None:
         training.load_weights(model, path, what)
         return
-    if cfg.Run.Method == "vae" or not cfg.Prior.Backbone:
+    if "Prior" not in cfg or not cfg.Prior.Backbone:
         raise LDSegError(f"{what} = {path}: holds only a latent prior (trained on the backbone "
                          f"{attrs['backbone']}); this config has no [Prior] Backbone to put it on")
     backbone = Path(cfg.Prior.Backbone)
@@ -117,7 +119,7 @@ def load_model_weights(model, cfg, path: Path, what: str) -> None:
         raise LDSegError(f"{what} = {path}: its energy was trained on another backbone than [Prior] Backbone = "
                          f"{backbone} (SHA-256 differs from the one recorded, {attrs['backbone_sha256'][:12]}...); "
                          f"retrain it with --mode train")
-    init_backbone(model, cfg, quiet=True)
+    (init or (lambda m, c: init_backbone(m, c, quiet=True)))(model, cfg)
     weights = model.prior_weights()
     with h5py.File(path, "r") as f:
         stored = [f["prior"][k][()] for k in sorted(f["prior"])] if "prior" in f else []
