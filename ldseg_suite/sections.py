@@ -114,6 +114,8 @@ class Training:
     StepsPerEpoch: int = field(0, min=0, help="0 = one pass over the training set")
     Precision: str = field("float32", choices=("float32", "mixed_float16", "mixed_bfloat16"))
     JitCompile: bool = field(False)
+    RunEagerly: bool = field(False, help="run the train steps op by op, not as a traced graph: for debugging, or "
+                                         "a few steps of a tiny model (tracing costs ~20 CPU-s, an eager step ~1)")
 
 
 @dataclass(frozen=True)

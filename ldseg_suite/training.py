@@ -217,6 +217,7 @@ def fit(build_model, train_ds, steps_per_epoch: int, epochs: int, run_dir: Path,
             model = build_model()
             model.compile(optimizer=make_optimizer(training_cfg), loss=loss, metrics=metrics,
                           jit_compile=training_cfg.JitCompile)
+    model.run_eagerly = training_cfg.RunEagerly  # not part of a checkpoint: the config decides on resume too
     distribute.fit_ready(model, strategy)
     note = ema_warning(training_cfg.EMA, steps_per_epoch * epochs)
     if note:
