@@ -8,7 +8,7 @@ from ldseg_suite.fid import frechet_distance
 from ldseg_suite.inverse.slices import SliceAverage
 from ldseg_suite.models.classifier import FeatureClassifier
 from ldseg_suite.models.image_ebm import PixelEBM
-from ldseg_suite.models.latent_ebm import LatentStandardizer, ShapeLEBM, ShapeLSDEBM
+from ldseg_suite.models.latent_ebm import LatentStandardizer, ShapeLEBM, ShapeLSDEBM, beta_schedule
 from ldseg_suite.models.vae import ShapeVAE
 
 SIZE = (16, 16, 16)
@@ -60,6 +60,13 @@ def test_lsd_ebm_schedule_ends_near_pure_noise_and_samples_through_all_segments(
     z, path = model.sample_latents(3, seed=1, capture=True)
     assert z.shape == (3, 6) and path.shape == (6, 3, 6)
     np.testing.assert_array_equal(z.numpy(), model.sample_latents(3, seed=1)[0].numpy())
+    # linear: beta rises from 0.01 at the last sampling segment, alpha_bar_T = 0.01 as with the constant schedule
+    beta = beta_schedule("linear", 6)
+    np.testing.assert_allclose(np.diff(beta), np.diff(beta)[0], rtol=1e-6)
+    assert beta[0] == pytest.approx(0.01) and 0.8 < beta[-1] < 0.9 and np.prod(1 - beta) == pytest.approx(0.01)
+    np.testing.assert_allclose(beta_schedule("constant", 5), 1 - 0.01 ** 0.2)
+    with pytest.raises(ValueError, match="cosine"):
+        beta_schedule("cosine", 5)
 
 
 def test_gradient_penalty_adds_the_mean_squared_energy_gradient():
