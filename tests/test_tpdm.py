@@ -5,13 +5,13 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from ldseg_suite import cli
+from ldseg_suite import cli, config, sections, training
 from ldseg_suite.data.phantoms import random_phantom, shepp_logan_3d
 from ldseg_suite.data.readers import write_nifti
 from ldseg_suite.diffusion.tpdm_sampler import PLANES, TPDMSampler, k_schedule, slice_scores
 from ldseg_suite.diffusion.ve_sde import ve_sigmas
 from ldseg_suite.models.tpdm import ScoreModel
-from ldseg_suite.tasks.tpdm import cubic_z, fbp_matched, problem_for
+from ldseg_suite.tasks.tpdm import build_score_model, cubic_z, fbp_matched, plane_slices, problem_for
 from ldseg_suite.tasks.tpdm_schema import Problem
 
 S = 0.5  # data ~ N(0, S^2 I): the score at noise level sigma is -x / (S^2 + sigma^2)
@@ -86,6 +86,11 @@ def test_sampler_runs_the_scheduled_model_on_its_plane_on_each_step():
     sampler(sampler.initial_noise(shape, 0), seed=0)
     assert calls["primary"].numpy() == 7 and calls["auxiliary"].numpy() == 3
     assert seen == {"primary": (8, 6, 10, 1), "auxiliary": (10, 6, 8, 1)}
+    seen.clear()  # one model on every step (an ablation): the other network is not even traced
+    sampler = TPDMSampler(counting("primary", 1), counting("auxiliary", 2), ve_sigmas(0.01, 5.0, 10), 1, 2,
+                          k_schedule(10, 0), corrector_steps=0)
+    sampler(sampler.initial_noise(shape, 0), seed=0)
+    assert calls["primary"].numpy() == 17 and calls["auxiliary"].numpy() == 3 and list(seen) == ["primary"]
 
 
 def test_slice_scores_restack_in_mini_batches():
@@ -256,24 +261,6 @@ def test_noise_aware_projection_is_the_damped_step():
     assert np.linalg.norm(op.forward(out).numpy() - y) > 0.1 * np.linalg.norm(y - op.forward(start).numpy())
 
 
-def test_score_model_training_lowers_the_dsm_loss():
-    import keras
-
-    keras.utils.set_random_seed(0)
-    model = ScoreModel((16, 16), base_channels=8, channel_mult=(1, 2), sigma_min=0.01, sigma_max=5.0)
-    model.build((None, 16, 16, 1))
-    x0 = np.stack([np.moveaxis(random_phantom(16, seed=s), 1, 0) for s in range(2)]).reshape(-1, 16, 16, 1)
-    sigma = np.geomspace(0.05, 5.0, len(x0)).astype(np.float32)
-    z = np.random.default_rng(0).standard_normal(x0.shape).astype(np.float32)
-    before = float(model.dsm_loss(x0, sigma, z))
-    model.compile(optimizer=keras.optimizers.Adam(2e-3))
-    model.fit(tf.data.Dataset.from_tensor_slices(x0).repeat().batch(16), steps_per_epoch=40, epochs=1, verbose=0)
-    assert float(model.dsm_loss(x0, sigma, z)) < 0.8 * before
-    clone = ScoreModel.from_config(model.get_config())
-    assert clone.hp == model.hp
-    assert model.score(x0[:2], 0.5).shape == (2, 16, 16, 1)
-
-
 TRAIN = """[Run]
 Method = tpdm_score
 Mode = train
@@ -287,8 +274,10 @@ ChannelMult = 1, 2
 SigmaMax = 5.0
 [Training]
 Epochs = 1
-BatchSize = 4
-StepsPerEpoch = 2
+BatchSize = 16
+StepsPerEpoch = 40
+LearningRate = 0.002
+EMA = 0
 [Output]
 Weights = {weights}
 """
@@ -326,6 +315,18 @@ def test_train_sample_and_evaluate_end_to_end(tmp_path):
         cfgs[role].write_text(TRAIN.format(path=tmp_path / "train.nii.gz", plane=plane, weights=weights))
     # one training run; the auxiliary config reuses its weights on the axial plane (the net is plane-agnostic)
     assert cli.main(["--cfg", str(cfgs["primary"]), "--out", str(tmp_path / "primary")]) == 0
+    # the 40 training steps lowered the DSM loss of the training slices (fixed noise and levels)
+    pcfg = config.load(cfgs["primary"], sections.schema_for)
+    model = build_score_model(pcfg)
+    x0 = plane_slices(random_phantom(16, seed=1), "coronal")
+    sigma = np.geomspace(0.05, 5.0, len(x0)).astype(np.float32)
+    z = np.random.default_rng(0).standard_normal(x0.shape).astype(np.float32)
+    before = float(model.dsm_loss(x0, sigma, z))
+    training.load_weights(model, weights, "trained")
+    assert float(model.dsm_loss(x0, sigma, z)) < 0.8 * before
+    clone = ScoreModel.from_config(model.get_config())
+    assert clone.hp == model.hp and clone.hp["size"] == [16, 16]
+    assert model.score(x0[:2], 0.5).shape == (2, 16, 16, 1)
     for task in ("zsr", "csmri", "svct"):
         cfg = tmp_path / f"{task}.ini"
         cfg.write_text(TPDM.format(path=tmp_path / "test.nii.gz", primary=cfgs["primary"],
@@ -352,3 +353,47 @@ def test_bad_config_is_one_line_naming_the_key(tmp_path, capsys):
     assert cli.main(["--cfg", str(cfg), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "[Model] Plane = diagonal" in err and len(err.strip().splitlines()) == 1
+
+
+def test_init_weights_start_training_from_a_model_of_another_size(tmp_path):
+    """[Model] InitWeights: the new model holds the named weights (here of a 16 px model, used at 32 px);
+    a missing or mismatched file is a one-line error naming the key."""
+    from ldseg_suite.errors import LDSegError
+    from ldseg_suite.tasks.tpdm import initial_score_model
+
+    small = ScoreModel((16, 16), base_channels=8, channel_mult=(1,), sigma_max=5.0, seed=7)
+    small.build((None, 16, 16, 1))
+    small.save_weights(tmp_path / "small.weights.h5")
+    text = TRAIN.format(path=tmp_path / "x.nii.gz", plane="coronal", weights="").replace("Size = 16", "Size = 32")
+    text = text.replace("ChannelMult = 1, 2", "ChannelMult = 1")  # one level: a quick build
+    cfgs = {}
+    for name, init in (("ok", tmp_path / "small.weights.h5"), ("missing", tmp_path / "none.weights.h5")):
+        (tmp_path / f"{name}.ini").write_text(text.replace("SigmaMax = 5.0", f"SigmaMax = 5.0\nInitWeights = {init}"))
+        cfgs[name] = config.load(tmp_path / f"{name}.ini", sections.schema_for)
+    started, fresh = initial_score_model(cfgs["ok"]), build_score_model(cfgs["ok"])
+    assert started.hp["size"] == [32, 32] and len(started.weights) == len(small.weights) > 8
+    for a, b in zip(started.get_weights(), small.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(fresh.get_weights(), small.get_weights()))
+    with pytest.raises(LDSegError, match=r"^\[Model\] InitWeights = .*none.weights.h5: weights file not found"):
+        initial_score_model(cfgs["missing"])
+    wide = config.load(tmp_path / "ok.ini", sections.schema_for, ["Model.BaseChannels=12"])
+    with pytest.raises(LDSegError, match=r"^\[Model\] InitWeights = .*: weights do not match") as err:
+        initial_score_model(wide)
+    assert "\n" not in str(err.value)
+
+
+def test_128_task_configs_load_their_128_models_and_refuse_a_64_px_model(tmp_path, capsys):
+    from ldseg_suite.tasks.tpdm import load_pair
+
+    for task in ("zsr", "csmri", "svct"):
+        cfg = config.load(f"cfg/tpdm_{task}_128.ini", sections.schema_for)
+        assert cfg.Data.Size == 128 and "/128/" in cfg.Data.Path
+        (pcfg, primary), (acfg, _) = load_pair(cfg)
+        assert primary.hp["size"] == [128, 128] and pcfg.Output.Weights.endswith("_128.weights.h5")
+    args = ["--cfg", "cfg/tpdm_zsr_128.ini", "--out", str(tmp_path / "o"), "--set",
+            "Models.Primary=cfg/tpdm_train_primary.ini"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: [Models] Primary = cfg/tpdm_train_primary.ini: [Data] Size = 64 differs from 128"] or \
+        (len(err) == 1 and "[Data] Size = 64 differs from 128" in err[0]), err

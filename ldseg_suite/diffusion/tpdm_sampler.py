@@ -97,6 +97,7 @@ class TPDMSampler(VESampler):
         self.models = (primary, auxiliary)
         self.axes = (int(primary_axis), int(auxiliary_axis))
         self.use_auxiliary = tf.constant(use_auxiliary)
+        self.only = 1 if use_auxiliary.all() else 0 if not use_auxiliary.any() else None
         self.slice_batch = int(slice_batch)
         self.operator, self.weight, self.jacobian = operator, float(weight), jacobian
         self.y = None if y is None else tf.constant(y)
@@ -122,6 +123,8 @@ class TPDMSampler(VESampler):
 
         if self.models[0] is self.models[1] and self.axes[0] == self.axes[1]:
             return run(0)()
+        if self.only is not None:  # one model on every step: trace only that network
+            return run(self.only)()
         return tf.cond(self.use_auxiliary[i], run(1), run(0))
 
     def _residual_norm(self, x0):

@@ -234,7 +234,7 @@ def sample(cfg, run_dir: Path) -> None:
           f"{int(schedule.sum())})", flush=True)
     x = np.clip(x, 0.0, 1.0)
     write_nifti(run_dir / "sample.nii.gz", x, np.eye(4))
-    print(f"gif: {flythrough_gif(run_dir / 'flythrough.gif', x, 'TPDM sample')}", flush=True)
+    print(f"gif: {flythrough_gif(run_dir / 'flythrough.gif', x, 'TPDM sample', cfg.Output.GifFrames)}", flush=True)
 
 
 # ------------------------------------------------------------------------------------- inverse problems

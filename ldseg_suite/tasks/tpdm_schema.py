@@ -123,7 +123,7 @@ class Problem:
 @dataclass(frozen=True)
 class Output:
     Weights: str = field("", help="tpdm_score: the weights file the tpdm configs load ('' = the run's own)")
-    GifFrames: int = field(24, min=2, help="frames of the reverse-diffusion GIF")
+    GifFrames: int = field(24, min=2, help="frames of the reverse-diffusion GIF (sample: of the fly-through GIF)")
 
 
 SCORE_MODES = ("train",)
