@@ -91,7 +91,7 @@ def test_3d_model_trains_and_samples_at_16_cubed():
     model = LDSeg(spatial_dims=3, in_channels=1, classes=3, base_channels=8, channel_mult=(1, 2),
                   downsample=2, timesteps=50)
     model.build((None, 16, 16, 16, 1))
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=True)  # one step: tracing would cost more
     rng = np.random.default_rng(0)
     x = rng.random((2, 16, 16, 16, 1)).astype(np.float32)
     y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, (2, 16, 16, 16))]
