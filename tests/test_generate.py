@@ -10,17 +10,6 @@ from ldseg_suite.data.idx import write_idx
 from ldseg_suite.tasks import generate
 
 
-@pytest.fixture(autouse=True)
-def eager_training(monkeypatch):
-    """Keras' fit runs the train steps eagerly here: tracing each model's train step (with its Langevin loop)
-    took most of this file's time, for 2 steps per run. The traced train steps are tested in test_latent_ebm."""
-    from keras.src.trainers.trainer import Trainer  # patched where it is defined: loading checks it is not overridden
-
-    compile_ = Trainer.compile
-    monkeypatch.setattr(Trainer, "compile",
-                        lambda self, *a, **kw: compile_(self, *a, **{**kw, "run_eagerly": True, "jit_compile": False}))
-
-
 @pytest.fixture(scope="module")
 def idx_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("idx")
@@ -46,6 +35,7 @@ TRAIN = """[Training]
 Epochs = 1
 BatchSize = 8
 StepsPerEpoch = 2
+RunEagerly = true
 [Output]
 Weights = {weights}
 """

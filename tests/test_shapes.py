@@ -1,24 +1,11 @@
 """Thick-slice shape reconstruction: the vertebra generator, the VAE, and the runner's metric table."""
 import numpy as np
 import pandas as pd
-import pytest
 
 from ldseg_suite import cli, metrics
 from ldseg_suite.data import readers, shapes
 from ldseg_suite.tasks import shape_compare
 from ldseg_suite.tasks import shapes as shape_task
-
-
-@pytest.fixture(autouse=True)
-def eager_training(monkeypatch):
-    """Keras' fit runs the train steps eagerly here: tracing each model's train step (with its Langevin loop)
-    took most of the end-to-end tests' time, for a few steps per run. The traced train steps are tested in
-    test_latent_ebm."""
-    from keras.src.trainers.trainer import Trainer  # patched where it is defined: loading checks it is not overridden
-
-    compile_ = Trainer.compile
-    monkeypatch.setattr(Trainer, "compile",
-                        lambda self, *a, **kw: compile_(self, *a, **{**kw, "run_eagerly": True, "jit_compile": False}))
 
 
 def test_vertebra_generator_is_deterministic_and_plausible():
@@ -94,6 +81,7 @@ Levels = 2
 {prior}{extra}[Training]
 Epochs = 1
 BatchSize = 2
+RunEagerly = true
 [Output]
 Gifs = 1
 Weights = {{weights}}
