@@ -118,7 +118,7 @@ def test_missing_idx_folder_is_a_clear_error(tmp_path, capsys):
 def test_shipped_lsd_ebm_2d_is_a_prior_on_the_lebm_generator_and_its_chain_stays_in_range():
     """cfg/fashion_lsd_ebm.ini: its weights file holds the energy only, on top of the shipped LEBM's encoder and
     generator (the same weights), and prior chains from noise end where posterior samples of test images are
-    (|z| / sqrt(d): 1.70 against 1.53-1.92 in docs/lsd_ebm.md; the energy without the gradient penalty ends at
+    (|z| / sqrt(d): 1.63 against 1.53-1.92 in docs/lsd_ebm.md; the energy without the gradient penalty ends at
     3.2, the old shipped model at 3.8)."""
     from pathlib import Path
 
