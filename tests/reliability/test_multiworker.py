@@ -29,7 +29,8 @@ def config(root, epochs, strategy):
     gradients per replica, before the all-reduce, so the equality needs clipping off (docs/scale-out.md)."""
     return tiny_ini(root, Data={"Augment": "false", "Split": "0.8, 0, 0.2"},
                     Model={"ImageLatentChannels": 2, "Attention": "false"}, Sampler=None,
-                    Training={"Epochs": epochs, "BatchSize": 4, "LearningRate": "1e-3", "EMA": 0, "ClipNorm": 0},
+                    Training={"Epochs": epochs, "BatchSize": 4, "LearningRate": "1e-3", "EMA": 0, "ClipNorm": 0,
+                              "RunEagerly": "false"},
                     Distribute={"Strategy": strategy})
 
 

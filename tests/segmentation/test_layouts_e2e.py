@@ -26,7 +26,8 @@ EMA = 0
 [Output]
 Gifs = 0
 """
-LDSEG_MODEL = "LatentChannels = 2\nImageLatentChannels = 4\nDownsample = 2\nBaseChannels = 8\nChannelMult = 1, 2\n" \
+LDSEG_MODEL = "LatentChannels = 2\nImageLatentChannels = 4\nDownsample = 2\nBaseChannels = 8\nChannelMult = 1\n" \
+              "Attention = false\n" \
               "[NoiseScheduler]\nTimesteps = 20\n[Sampler]\nSampling_Steps = 2"
 UNET_MODEL = "BaseChannels = 4\nChannelMult = 1, 2"
 

@@ -13,7 +13,7 @@ def test_predict_folder_with_corrupt_files_reports_them_and_resumes(tmp_path, ca
     inputs = tmp_path / "in"
     inputs.mkdir()
     sizes = {}
-    for k, (rgb, _) in enumerate(synthetic.make_glands(38, 48, seed=7)):
+    for k, (rgb, _) in enumerate(synthetic.make_glands(8, 48, seed=7)):
         h, w = 48 + 4 * (k % 3), 40 + 8 * (k % 2)  # images of several sizes
         rgb = np.resize(rgb, (h, w, 3))
         iio.imwrite(inputs / f"scan_{k:02d}.png", rgb)
@@ -29,14 +29,14 @@ def test_predict_folder_with_corrupt_files_reports_them_and_resumes(tmp_path, ca
         pred = iio.imread(out / "predictions" / f"{name}.png")
         assert pred.shape == shape and set(np.unique(pred)) <= {0, 1}
     table = pd.read_csv(out / "predict.csv")
-    assert len(table) == 40
+    assert len(table) == 10
     failed = table[table.status == "failed"]
     assert sorted(failed.case) == ["broken_a", "broken_b"]
     assert all("broken_" in m and "cannot read image" in m for m in failed.message)
     assert "broken_a" in capsys.readouterr().err
 
     stamp = os.path.getmtime(out / "predictions" / "scan_00.png")
-    assert cli.main(args) == 3  # the two bad files still fail; the 38 are skipped, not recomputed
+    assert cli.main(args) == 3  # the two bad files still fail; the 8 are skipped, not recomputed
     assert os.path.getmtime(out / "predictions" / "scan_00.png") == stamp
     again = pd.read_csv(out / "predict.csv")
-    assert (again[again.status == "ok"].message == "already predicted").sum() == 38
+    assert (again[again.status == "ok"].message == "already predicted").sum() == 8
