@@ -386,11 +386,13 @@ def test_init_weights_start_training_from_a_model_of_another_size(tmp_path):
 def test_128_task_configs_load_their_128_models_and_refuse_a_64_px_model(tmp_path, capsys):
     from ldseg_suite.tasks.tpdm import load_pair
 
-    for task in ("zsr", "csmri", "svct"):
-        cfg = config.load(f"cfg/tpdm_{task}_128.ini", sections.schema_for)
-        assert cfg.Data.Size == 128 and "/128/" in cfg.Data.Path
-        (pcfg, primary), (acfg, _) = load_pair(cfg)
+    cfgs = {task: config.load(f"cfg/tpdm_{task}_128.ini", sections.schema_for) for task in ("zsr", "csmri", "svct")}
+    assert cfgs["csmri"].Models == cfgs["zsr"].Models  # the brain pair, loaded below with ZSR's config
+    for task in ("zsr", "svct"):
+        assert cfgs[task].Data.Size == 128 and "/128/" in cfgs[task].Data.Path
+        (pcfg, primary), (acfg, _) = load_pair(cfgs[task])
         assert primary.hp["size"] == [128, 128] and pcfg.Output.Weights.endswith("_128.weights.h5")
+        assert acfg.Data.Size == 128 and acfg.Output.Weights.endswith("_128.weights.h5")
     args = ["--cfg", "cfg/tpdm_zsr_128.ini", "--out", str(tmp_path / "o"), "--set",
             "Models.Primary=cfg/tpdm_train_primary.ini"]
     assert cli.main(args) == 2

@@ -33,7 +33,10 @@ class ScoreModel(keras.Model):
         self.loss_tracker = keras.metrics.Mean(name="loss")
 
     def build(self, input_shape):
-        self.denoise(ops.zeros((1, *self.hp["size"], 1)), ops.ones((1,)))
+        # the variables do not depend on the slice size (convolutions only): create them on the smallest input
+        # the UNet takes (2 pixels at the coarsest level), which is much quicker than a full-size pass
+        side = 2 ** len(self.hp["channel_mult"])
+        self.denoise(ops.zeros((1, side, side, 1)), ops.ones((1,)))
         super().build(input_shape)
 
     def get_config(self):
