@@ -73,14 +73,6 @@ class DDIM(keras.Model):
         return ops.sqrt(ab) * out + ops.sqrt(1.0 - ab) * x_t
 
     # -- training ----------------------------------------------------------------------------------------
-    def make_train_function(self, force=False):
-        """Keras' train function, with the optimiser's variables (moments, EMA) made first: made lazily inside the
-        first traced train step, they forced a second trace of it (about half of a short fit). Not in ``compile``:
-        Keras does not compile a model with a custom ``compile`` when it loads a checkpoint."""
-        if self.built and self.optimizer is not None and not self.optimizer.built:
-            self.optimizer.build(self.trainable_variables)
-        return super().make_train_function(force)
-
     def noise_loss(self, x0, training=False):
         batch = ops.shape(x0)[0]
         t = keras.random.randint((batch,), 0, self.hp["timesteps"], seed=self.seed_generator)
