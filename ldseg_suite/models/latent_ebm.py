@@ -19,9 +19,10 @@ With ``standardize`` the energy and the diffusion work on u = (z - shift) / scal
 (``LatentStandardizer``: shift and scale are the running mean and std of the training posterior samples,
 non-trainable weights saved with the model), so the Gaussian terms of the LSD-EBM (z_T ~ N(0, I), the base
 of each conditional) match the data's first two moments per dimension; ``whiten`` uses the full covariance
-instead (u = L^-1 (z - shift)), so that base is the full-covariance Gaussian fit of the posterior. Prior samples and reconstructions are returned in
-z (the decoder's space). On the vertebra VAE this did not stop the LSD-EBM's prior chain from drifting
-outwards (README, LSD-EBM section): the drift comes from the learnt energy, not from the latent's scale.
+instead (u = L^-1 (z - shift)), so that base is the full-covariance Gaussian fit of the posterior. Prior samples
+and reconstructions are returned in z (the decoder's space). On the vertebra VAE this did not stop the LSD-EBM's
+prior chain from drifting outwards (README, LSD-EBM section): the drift comes from the learnt energy, not from the
+latent's scale.
 
 ``posterior_refine`` turns either prior into a reconstruction: Langevin on the latent's prior energy plus a
 data-consistency term, |A(sigmoid(decode(z, x))) - y_obs|^2 over the observed thick slices, started from the
