@@ -109,11 +109,13 @@ class OursWorker:
     """Our side: the LDSeg denoiser in DiffusionSampler, a UNet in ldseg_suite.inference.sliding_window."""
 
     def __init__(self, threads: int):
+        import ldseg_suite  # noqa: F401  (before TensorFlow loads: sets the Keras backend and oneDNN)
+
+        # isort: split
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
-        import ldseg_suite  # noqa: F401  (sets the Keras backend)
 
         self.tf, self.runs, self.nets, self.threads = tf, {}, {}, threads
         self.rss_start = rss_now_mib()

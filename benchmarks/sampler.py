@@ -21,11 +21,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import ldseg_suite  # noqa: E402,F401  (before TensorFlow loads: sets the Keras backend and oneDNN)
+
+# isort: split
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import ldseg_suite  # noqa: E402,F401  (sets the Keras backend)
 from benchmarks.common import machine, markdown_table, write_csv  # noqa: E402
 from ldseg_suite.diffusion.samplers import DiffusionSampler, ddim_step, ddpm_step, initial_noise  # noqa: E402
 from ldseg_suite.diffusion.schedules import alphas_cumprod, betas, ddim_timesteps  # noqa: E402

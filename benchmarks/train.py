@@ -100,11 +100,13 @@ def conv_flops(model, spatial, batch) -> float:
 
 def one(spec_json: str) -> dict:
     """Run one configuration (in this process) and return its figures."""
+    import ldseg_suite  # noqa: F401  (before TensorFlow loads: sets the Keras backend and oneDNN)
+
+    # isort: split
     import keras
     import numpy as np
     import tensorflow as tf
 
-    import ldseg_suite  # noqa: F401
     from ldseg_suite.models.ldseg import LDSeg
 
     name, spatial, batch, jit, base, mult, down = json.loads(spec_json)
@@ -138,10 +140,12 @@ def one(spec_json: str) -> dict:
 
 def infer_memory(spec_json: str) -> dict:
     """Peak RSS of segmenting one volume of the given size with the knee config's architecture."""
+    import ldseg_suite  # noqa: F401  (before TensorFlow loads: sets the Keras backend and oneDNN)
+
+    # isort: split
     import numpy as np
     import tensorflow as tf
 
-    import ldseg_suite  # noqa: F401
     from ldseg_suite import config, sections
     from ldseg_suite.tasks.ldseg import build_model
 

@@ -41,11 +41,13 @@ def one(spec) -> dict:
     """Child process: build the net, trace its predict, run the sliding window over one volume."""
     import resource
 
+    import ldseg_suite  # noqa: F401  (before TensorFlow loads: sets the Keras backend and oneDNN)
+
+    # isort: split
     import keras
     import numpy as np
     import tensorflow as tf
 
-    import ldseg_suite  # noqa: F401  (sets the Keras backend)
     from ldseg_suite.inference import sliding_window, window_starts
     from ldseg_suite.nets.unet import UNet
 

@@ -91,3 +91,16 @@ def test_installed_console_script_and_module_have_run_py_cli(wheel, tmp_path):
     assert proc.stderr.strip().splitlines() == [
         "error: --set Sampler.Sampling_Step=3: unknown key 'Sampling_Step' in [Sampler] (did you mean "
         "'Sampling_Steps'?)"]
+
+
+@pytest.mark.parametrize("user_setting, expected", [(None, "True"), ("0", "False")])
+def test_importing_the_package_turns_on_onednn_unless_the_user_chose(user_setting, expected):
+    """TensorFlow leaves its oneDNN kernels off on AVX2-only CPUs (2.6x slower 3D windows there); ldseg_suite turns
+    them on when imported first, and an explicit TF_ENABLE_ONEDNN_OPTS=0 wins."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TF_ENABLE_ONEDNN_OPTS")}
+    if user_setting is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = user_setting
+    code = "import ldseg_suite; from tensorflow.python.util import _pywrap_util_port as p; print(p.IsMklEnabled())"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-1] == expected
