@@ -191,6 +191,22 @@ def test_posterior_refinement_lowers_the_data_residual(cls, standardize):
     assert residual(z) < residual(z0), (residual(z), residual(z0))
 
 
+def test_lsd_ebm_start_noise_scales_the_randomness_of_the_posterior_start():
+    """[Reconstruct] StartNoise: 0 makes the LSD-EBM reconstruction deterministic (no seed dependence) when the
+    Langevin steps are noise-free; 1 (as trained) depends on the seed."""
+    keras.utils.set_random_seed(0)
+    model = tiny(ShapeLSDEBM, langevin_steps=2, segments=20)
+    x, _ = batch(2)
+    op = SliceAverage(4, axis=-2)
+
+    def run(seed, start_noise):
+        return model.posterior_refine(x, op.forward(x), op.forward, steps=3, step_size=0.05, weight=10.0, noise=0.0,
+                                      seed=seed, start=2, start_noise=start_noise).numpy()
+
+    np.testing.assert_allclose(run(0, 0.0), run(1, 0.0), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(run(0, 1.0), run(1, 1.0))
+
+
 def test_pixel_ebm_train_step_fills_its_replay_buffer():
     model = PixelEBM((16, 16), base_channels=4, langevin_steps=3, buffer_size=8, reinit=0.0)
     model.build((None, 16, 16, 1))

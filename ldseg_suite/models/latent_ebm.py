@@ -348,15 +348,16 @@ class ShapeLSDEBM(_LatentPriorVAE):
         y_neg = self.train_chain(start, (z_next, t), self._seed(), ops.sqrt(beta))["x"]
         return y_pos, tf.stop_gradient(y_neg), t
 
-    def reverse(self, chain, z, start: int, seed: int = 0, obs=()):
+    def reverse(self, chain, z, start: int, seed: int = 0, obs=(), start_noise: float = 1.0):
         """Conditional Langevin from segment ``start`` down to 0: (z_0, latents (start + 1, n, dim)). Each chain
-        starts from y | z_{t+1} under the N(0, I) base, as in training."""
+        starts from y | z_{t+1} under the N(0, I) base, as in training (its noise scaled by ``start_noise``)."""
         path = [z]
         n = int(z.shape[0])
         for t in range(start - 1, -1, -1):
             beta = float(self.beta[t])
             cond = (z, tf.fill((n,), t)) + tuple(obs)
-            y0 = (1 - beta) * z + (beta * (1 - beta)) ** 0.5 * tf.random.stateless_normal(tf.shape(z), [seed, t])
+            y0 = (1 - beta) * z + start_noise * (beta * (1 - beta)) ** 0.5 * tf.random.stateless_normal(
+                tf.shape(z), [seed, t])
             y = chain(y0, cond, seed * 1000 + t, beta ** 0.5)["x"]
             z = y / (1 - beta) ** 0.5
             path.append(z)
@@ -368,9 +369,11 @@ class ShapeLSDEBM(_LatentPriorVAE):
         return self.from_unit(z), (self.from_unit(path) if capture else None)
 
     def posterior_refine(self, x, y_obs, observe, steps: int, step_size: float, weight: float,
-                         noise: float = 1.0, seed: int = 0, start: int | None = None):
+                         noise: float = 1.0, seed: int = 0, start: int | None = None, start_noise: float = 1.0):
         """Diffuse the encoder's mean to segment ``start`` (default T // 4, at least 1), then denoise segment
-        by segment with conditional Langevin plus data consistency on each z_t = y / sqrt(1 - beta)."""
+        by segment with conditional Langevin plus data consistency on each z_t = y / sqrt(1 - beta).
+        ``start_noise`` scales the noise of that diffusion and of each segment's initial draw (1 = as in
+        training; 0 = deterministic, the encoder's mean shrunk as the diffusion's mean)."""
         start = max(1, self.segments // 4) if start is None else min(start, self.segments)
         def make():
             fit = self.data_energy(observe, weight)
@@ -383,6 +386,7 @@ class ShapeLSDEBM(_LatentPriorVAE):
         chain = self.cached_chain((observe, steps, step_size, weight, noise), make)
         mean = self.to_unit(self.encode(x)[0])
         ab = float(self.alpha_bar[start])
-        z = ab ** 0.5 * mean + (1 - ab) ** 0.5 * tf.random.stateless_normal(tf.shape(mean), [seed, 11])
-        u = self.reverse(chain, z, start, seed, (tf.cast(y_obs, tf.float32), tf.cast(x, tf.float32)))[0]
+        z = ab ** 0.5 * mean + start_noise * (1 - ab) ** 0.5 * tf.random.stateless_normal(tf.shape(mean), [seed, 11])
+        u = self.reverse(chain, z, start, seed, (tf.cast(y_obs, tf.float32), tf.cast(x, tf.float32)),
+                         start_noise)[0]
         return self.from_unit(u)

@@ -63,6 +63,12 @@ class Reconstruct:
     DataWeight: float = field(1.0, min=0.0, help="weight of |A(decode(z)) - y|^2 over the observed thick slices")
     Noise: float = field(1.0, min=0.0, max=1.0, help="Langevin noise scale (0 = gradient descent)")
     Start: int = field(0, min=0, help="LSD-EBM: segment the encoder's mean is diffused to (0 = T // 4)")
+    StartNoise: float = field(1.0, min=0.0, help="LSD-EBM: scale of the noise in the diffusion of the encoder's "
+                                                "mean to Start and in each segment's initial draw (1 = as in "
+                                                "training; 0 = deterministic)")
+    Chains: int = field(1, min=1, help="posterior chains per shape (different seeds: LSD-EBM's diffused start, "
+                                       "the Langevin noise); their decoded probabilities are averaged (1 = one "
+                                       "chain; with Noise = 0 LEBM's chains are identical)")
 
 
 @dataclass(frozen=True)

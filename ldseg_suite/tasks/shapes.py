@@ -204,7 +204,8 @@ def train(cfg, data, run_dir: Path) -> None:
 
 def reconstruct(model, cfg, thick: np.ndarray, observed: np.ndarray) -> np.ndarray:
     """Occupancy probabilities (N, *Size) for network inputs (N, *Size, 1): the encoder's mean for the VAE;
-    posterior Langevin with data consistency on the ``observed`` thick slices for LEBM and LSD-EBM."""
+    posterior Langevin with data consistency on the ``observed`` thick slices for LEBM and LSD-EBM (with
+    ``[Reconstruct] Chains`` > 1: the mean of the decoded probabilities of that many chains)."""
     from keras import ops
 
     out = []
@@ -215,10 +216,12 @@ def reconstruct(model, cfg, thick: np.ndarray, observed: np.ndarray) -> np.ndarr
         if r is None or r.Steps == 0:
             probs = model.reconstruct(x)
         else:
-            extra = {"start": r.Start or None} if cfg.Run.Method == "lsd_ebm" else {}
-            z = model.posterior_refine(x, observed[i:i + BATCH], op.forward, r.Steps, r.StepSize, r.DataWeight,
-                                       r.Noise, seed=cfg.Run.Seed * 7919 + i, **extra)
-            probs = ops.sigmoid(model.decode(z, x))
+            extra = {"start": r.Start or None, "start_noise": r.StartNoise} if cfg.Run.Method == "lsd_ebm" else {}
+            probs = 0.0
+            for c in range(r.Chains):  # chain 0 has the seed of a single-chain reconstruction
+                z = model.posterior_refine(x, observed[i:i + BATCH], op.forward, r.Steps, r.StepSize, r.DataWeight,
+                                           r.Noise, seed=cfg.Run.Seed * 7919 + i + 100003 * c, **extra)
+                probs = probs + ops.sigmoid(model.decode(z, x)) / r.Chains
         out.append(np.asarray(probs)[..., 0])
         print(f"  reconstructed {min(i + BATCH, len(thick))}/{len(thick)}", flush=True)
     return np.concatenate(out)
