@@ -13,7 +13,7 @@ Both keep the VAE's encoder (input -> q(z | x)) and decoder (z -> logits) and ad
   latents, negatives are conditional Langevin samples started from that Gaussian conditional,
   N((1 - beta) z_{t+1}, beta (1 - beta) I), so a flat E leaves the chain where it starts. (E / beta keeps
   the energy as strong as the Gaussian terms.) Sampling runs the conditional chains from T down to 0.
-  The backbone keeps the VAE's Gaussian KL.
+  Trained jointly, the backbone's prior term adds the first segment's learnt energy, E(sqrt(1 - beta_1) z, 0) / beta_1.
 
 With ``standardize`` the energy and the diffusion work on u = (z - shift) / scale per latent dimension
 (``LatentStandardizer``: shift and scale are the running mean and std of the training posterior samples,
@@ -335,6 +335,14 @@ class ShapeLSDEBM(_LatentPriorVAE):
 
     def energy_scale(self, t):
         return 1.0 / ops.take(self.beta, t) if self.scale_by_beta else 1.0
+
+    def prior_extra(self, z):
+        """The backbone's prior term beyond KL(q || N(0, I)) (with ``train_backbone``): the learnt part of
+        -log p(y_0 | z_1) of the first segment at y_0 = sqrt(1 - beta_1) z_0, E(y_0, 0) / beta_1, as the LEBM adds
+        E(z); the Gaussian parts of that conditional are the N(0, I) prior's, already in the KL."""
+        t = ops.zeros_like(z[:, 0], dtype="int32")
+        y = ops.sqrt(1 - self.beta[0]) * self.to_unit(z)
+        return self.energy(y, t) * self.energy_scale(t)
 
     def contrastive_pairs(self, z0):
         t = tf.random.stateless_uniform(tf.shape(z0)[:1], tf.stack([self._seed(), 2]), 0, self.segments,
