@@ -25,7 +25,7 @@ def main():
     for k, mask in enumerate(shapes.make_vertebrae(40, 64, seed=0)):
         readers.write_nifti(root / "vertebra" / "images" / f"vert_{k:02d}.nii.gz", mask, np.eye(4))
     print(f"wrote {root}/vertebra")
-    for k, mask in enumerate(shapes.make_segments(120, 32, seed=0)):  # cfg/vertebra_*.ini (docs/lsd_ebm.md)
+    for k, mask in enumerate(shapes.make_segments(600, 32, seed=0)):  # cfg/vertebra_*.ini (docs/lsd_ebm.md)
         readers.write_nifti(root / "lumbar" / "images" / f"seg_{k:03d}.nii.gz", mask, np.eye(4))
     print(f"wrote {root}/lumbar")
 

@@ -97,7 +97,12 @@ def test_sign_test_and_paired_wins_by_hand():
     row = shape_compare.paired_wins(table).iloc[0]
     assert (row.method, row.baseline, row.wins, row.losses, row.ties, row.shapes) == ("LSD-EBM", "upsampling",
                                                                                     1, 1, 1, 3)
-    assert abs(row.mean_diff - 0.0) < 1e-9
+    assert abs(row.mean_diff - 0.0) < 1e-9 and abs(row.median_diff - 0.0) < 1e-9
+    assert shape_compare.signed_rank_p([0.0, 0.0]) == 1.0
+    # 8 wins of 0.01 and 2 losses of 0.1: the sign test leans to the method (p = 0.11), the signed ranks do not
+    small_wins = [0.01] * 8 + [-0.1] * 2
+    assert shape_compare.sign_test(8, 2) < 0.12 < shape_compare.signed_rank_p(small_wins)
+    assert shape_compare.signed_rank_p([0.01 * k for k in range(1, 11)]) < 0.01
 
 
 def test_lebm_lsd_ebm_on_a_fixed_vae_backbone_and_the_comparison_table(tmp_path, capsys):

@@ -80,9 +80,18 @@ PAIRS = (("LSD-EBM", "upsampling"), ("LSD-EBM", "VAE"), ("LSD-EBM", "LEBM"), ("L
          ("LEBM", "VAE"), ("VAE", "upsampling"))
 
 
+def signed_rank_p(diff) -> float:
+    """Two-sided Wilcoxon signed-rank p of paired differences (zeros dropped): unlike the sign test it weighs how
+    large the wins and losses are."""
+    from scipy import stats
+
+    diff = np.asarray(diff, dtype=float)
+    return float(stats.wilcoxon(diff).pvalue) if np.any(diff != 0) else 1.0
+
+
 def paired_wins(table: pd.DataFrame, metric: str = "dice", pairs=PAIRS) -> pd.DataFrame:
     """Per pair (method, baseline): shapes where the method's ``metric`` is higher / lower / equal (to 1e-6),
-    mean and std of the per-shape difference, and the sign test's p."""
+    mean, std and median of the per-shape difference, the sign test's p and the Wilcoxon signed-rank p."""
     by = table.pivot(index="case", columns="method", values=metric)
     rows = []
     for method, base in pairs:
@@ -92,14 +101,17 @@ def paired_wins(table: pd.DataFrame, metric: str = "dice", pairs=PAIRS) -> pd.Da
         wins, losses = int((diff > 0).sum()), int((diff < 0).sum())
         rows.append({"method": method, "baseline": base, "metric": metric, "shapes": len(diff), "wins": wins,
                      "losses": losses, "ties": len(diff) - wins - losses, "mean_diff": float(diff.mean()),
-                     "std_diff": float(diff.std(ddof=0)), "sign_test_p": sign_test(wins, losses)})
+                     "std_diff": float(diff.std(ddof=0)), "median_diff": float(diff.median()),
+                     "sign_test_p": sign_test(wins, losses), "wilcoxon_p": signed_rank_p(diff)})
     return pd.DataFrame(rows)
 
 
 def wins_table(wins: pd.DataFrame) -> str:
-    lines = ["| method | vs | wins | losses | ties | mean diff +- std | sign test p |", "|---|---|---|---|---|---|---|"]
+    lines = ["| method | vs | wins | losses | ties | mean diff +- std | median diff | sign test p | Wilcoxon p |",
+             "|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r.method} | {r.baseline} | {r.wins} | {r.losses} | {r.ties} | {r.mean_diff:+.4f} +- "
-              f"{r.std_diff:.4f} | {r.sign_test_p:.3g} |" for r in wins.itertuples()]
+              f"{r.std_diff:.4f} | {r.median_diff:+.4f} | {r.sign_test_p:.3g} | {r.wilcoxon_p:.3g} |"
+              for r in wins.itertuples()]
     return "\n".join(lines)
 
 
