@@ -54,6 +54,11 @@ class Config:
     def __contains__(self, name):
         return name in self._sections
 
+    def replace(self, section: str, **values) -> "Config":
+        """A copy with ``values`` set in ``section``."""
+        sections = {**self._sections, section: dataclasses.replace(self._sections[section], **values)}
+        return Config(sections, self.source, self.schema)
+
     def to_ini(self) -> str:
         parser = configparser.ConfigParser(interpolation=None)
         parser.optionxform = str

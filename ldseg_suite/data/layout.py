@@ -494,12 +494,15 @@ def _read_image(paths: CasePaths, kind: str, canonical: bool = True):
 
 def load_case(paths: CasePaths, kind: str, classes: int, binarize: bool = False,
               channels: int | None = None, canonical: bool = True) -> Case:
-    """Read one case and check it: finite image, ``channels`` channels (when given), label of the image's
-    spatial shape, values in [0, classes). Separate channel files (``paths.channels``) are stacked.
+    """Read one case and check it: finite image, ``channels`` channels (when given; an RGB image with equal
+    channels is one grey channel), label of the image's spatial shape, values in [0, classes). Separate channel
+    files (``paths.channels``) are stacked.
     ``canonical``: 3D NIfTI images and labels are reoriented to RAS+ (``[Data] Orientation = RAS``)."""
     if kind not in KINDS:
         raise LDSegError(f"Kind = {kind}: expected one of {', '.join(KINDS)}")
     image, geom = _read_image(paths, kind, canonical)
+    if channels == 1 and image.shape[-1] == 3 and (image == image[..., :1]).all():
+        image = image[..., :1]  # a grey image saved as RGB (R = G = B) holds one channel
     if channels is not None and image.shape[-1] != channels:
         files = "" if len(paths.images) == 1 else f" (+{len(paths.images) - 1} channel file(s))"
         raise LDSegError(f"{paths.image}{files}: has {image.shape[-1]} channels but [Data] Channels = {channels}")

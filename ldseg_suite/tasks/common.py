@@ -30,18 +30,30 @@ def prepare_run_dir(out: Path, protected: list[str], overwrite: bool) -> Path:
     return out
 
 
+def record_config(cfg, run_dir: Path, own_weights: bool) -> None:
+    """Write the resolved config to ``run_dir/config.ini``. With ``own_weights`` (the run trains, or its directory
+    already holds the trained weights that infer and predict load first) it records that file as ``[Output]
+    Weights``, so ``--cfg <run>/config.ini`` always uses this run's model, not the weights the original config
+    named (e.g. a shipped config's demo weights)."""
+    from ldseg_suite import training
+
+    if own_weights and "Output" in cfg and hasattr(cfg.Output, "Weights"):
+        cfg = cfg.replace("Output", Weights=str(run_dir / training.FINAL_WEIGHTS))
+    cfg.write(run_dir / "config.ini")
+
+
 def open_run(cfg, mode: str, out: Path, overwrite: bool, outputs: dict) -> Path:
     """What every mode of every method does first: check the mode (a key of ``outputs``), make the run directory
-    (refusing to replace that mode's ``outputs``), write the resolved config, seed, and set the precision
-    policy when the config has a [Training] section. Returns the run directory."""
+    (refusing to replace that mode's ``outputs``), write the resolved config (``record_config``), seed, and set
+    the precision policy when the config has a [Training] section. Returns the run directory."""
     import keras
 
-    from ldseg_suite import distribute
+    from ldseg_suite import distribute, training
 
     if mode not in outputs:
         raise LDSegError(f"--mode {mode}: expected one of {', '.join(outputs)} for method {cfg.Run.Method}")
     run_dir = prepare_run_dir(out, outputs[mode], overwrite)
-    cfg.write(run_dir / "config.ini")
+    record_config(cfg, run_dir, mode == "train" or (run_dir / training.FINAL_WEIGHTS).is_file())
     keras.utils.set_random_seed(cfg.Run.Seed)
     if "Training" in cfg:
         distribute.set_precision(cfg.Training.Precision)
@@ -111,13 +123,10 @@ def load_splits(data_cfg, seed: int, run_dir: Path) -> dict[str, Prepared]:
     by_name = {p.name: p for p in paths}
     prepared = {}
     for part, part_names in split.items():
-        cases = [layout.load_case(by_name[n], data_cfg.Kind, data_cfg.Classes, data_cfg.Binarize)
-                 for n in part_names]
+        cases = [layout.load_case(by_name[n], data_cfg.Kind, data_cfg.Classes, data_cfg.Binarize,
+                                  channels=data_cfg.Channels) for n in part_names]
         images, labels = [], []
         for case in cases:
-            if case.image.shape[-1] != data_cfg.Channels:
-                raise LDSegError(f"{by_name[case.name].image}: has {case.image.shape[-1]} channels but "
-                                 f"[Data] Channels = {data_cfg.Channels}")
             image, label = pipeline.prepare_case(case, tuple(data_cfg.Size), data_cfg.Normalize)
             images.append(image)
             labels.append(label)

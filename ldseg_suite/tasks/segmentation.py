@@ -95,7 +95,8 @@ def train(cfg, data: dict, run_dir: Path, build_model) -> None:
     training.fit(build_model, ds, steps, t.Epochs, run_dir, t, val, val_steps,
                  strategy=distribute.strategy_for(cfg.Distribute.Strategy))
     print(f"trained to epoch {t.Epochs} in {time.time() - start:.0f} s; weights: "
-          f"{run_dir / training.FINAL_WEIGHTS}", flush=True)
+          f"{run_dir / training.FINAL_WEIGHTS}\nnew scans: python run.py --cfg {run_dir / 'config.ini'} --mode "
+          f"predict --input DIR --out OUT", flush=True)
 
 
 # -- applying a model to whole cases -------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from ldseg_suite.diffusion.tpdm_sampler import PLANES, TPDMSampler, k_schedule
 from ldseg_suite.diffusion.ve_sde import ve_sigmas
 from ldseg_suite.errors import LDSegError
 from ldseg_suite.models.tpdm import ScoreModel
-from ldseg_suite.tasks.common import atomic_csv, prepare_run_dir
+from ldseg_suite.tasks.common import atomic_csv, prepare_run_dir, record_config
 from ldseg_suite.tasks.tpdm_schema import SCORE_MODES, TPDM_MODES
 from ldseg_suite.viz import gifs
 
@@ -40,7 +40,7 @@ def run(cfg, mode: str, out: Path, overwrite: bool = False) -> int:
     if mode not in modes:
         raise LDSegError(f"--mode {mode}: expected one of {', '.join(modes)} for method {cfg.Run.Method}")
     run_dir = prepare_run_dir(out, OUTPUTS[mode], overwrite)
-    cfg.write(run_dir / "config.ini")
+    record_config(cfg, run_dir, mode == "train")  # the other modes load the score models' configs' weights
     keras.utils.set_random_seed(cfg.Run.Seed)
     if mode != "train":
         import tensorflow as tf

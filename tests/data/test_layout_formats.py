@@ -25,6 +25,20 @@ def test_anchor_2d_folder_is_found_with_auto_and_loads(tmp_path):
     assert case.image[case.label > 0].mean() > case.image[case.label == 0].mean() + 60  # the object is bright
 
 
+def test_grey_image_saved_as_rgb_or_rgba_is_one_channel_and_colour_is_not(tmp_path):
+    grey = np.random.default_rng(0).integers(0, 256, (12, 10), dtype=np.uint8)
+    label = (grey > 128).astype(np.uint8)
+    iio.imwrite(tmp_path / "g.png", np.stack([grey, grey, grey, np.full_like(grey, 255)], -1))  # RGBA, R = G = B
+    iio.imwrite(tmp_path / "g_label.png", label)
+    iio.imwrite(tmp_path / "c.png", np.stack([grey, grey, 255 - grey], -1))
+    paths = {c.name: c for c in layout.find_cases(tmp_path, "glas")}
+    case = layout.load_case(paths["g"], "2d", classes=2, channels=1)
+    assert case.image.shape == (12, 10, 1) and np.array_equal(case.image[..., 0], grey)
+    assert layout.load_case(paths["g"], "2d", classes=2, channels=3).image.shape == (12, 10, 3)
+    with pytest.raises(LDSegError, match=r"c\.png: has 3 channels but \[Data\] Channels = 1"):
+        layout.load_case(paths["c"], "2d", classes=2, channels=1)
+
+
 def test_anchor_nifti_folder_is_found_with_auto_and_loads(tmp_path):
     root = make_anchor_folder(tmp_path, "3d")
     cases = layout.find_cases(root, "auto")

@@ -55,7 +55,7 @@ def test_anchor_layout_trains_and_infers_without_renaming(tmp_path, kind, size, 
     assert pd.read_csv(out / "metrics.csv").case.iloc[-1] == "mean"
 
 
-def test_msd_folder_with_two_channels_uses_dataset_json_and_class_names(tmp_path):
+def test_msd_folder_with_two_channels_uses_dataset_json_and_class_names(tmp_path, capsys):
     root = make_msd_folder(tmp_path)
     out = _train_infer(tmp_path, root, "unet", "3d", "16, 16, 16")  # Classes / Channels left out: dataset.json
     table = pd.read_csv(out / "metrics.csv")
@@ -63,7 +63,11 @@ def test_msd_folder_with_two_channels_uses_dataset_json_and_class_names(tmp_path
     assert "dice_1" not in table.columns
     resolved = (out / "config.ini").read_text()
     assert "Classes = 3" in resolved and "Channels = 2" in resolved
-    # new scans of imagesTs (two channel files each) are predicted too
-    assert cli.main(["--cfg", str(tmp_path / "unet.ini"), "--mode", "predict", "--input", str(root / "imagesTs"),
-                     "--out", str(tmp_path / "pred"), "--set", f"Output.Weights={out / 'model.weights.h5'}"]) == 0
+    # the run's config.ini names the run's own weights, so it predicts new scans (two channel files each) with them
+    weights = out / "model.weights.h5"
+    assert f"Weights = {weights}" in resolved
+    capsys.readouterr()
+    assert cli.main(["--cfg", str(out / "config.ini"), "--mode", "predict", "--input", str(root / "imagesTs"),
+                     "--out", str(tmp_path / "pred")]) == 0
+    assert f"weights: {weights}" in capsys.readouterr().out
     assert len(list((tmp_path / "pred/predictions").glob("*.nii.gz"))) == 2
