@@ -39,6 +39,13 @@ class Geometry:
             return self.shape
         return tuple(self.shape[int(self.ornt[i, 0])] for i in range(len(self.ornt)))
 
+    @property
+    def input_spacing(self) -> tuple:
+        """Voxel spacing per spatial axis of the file as stored."""
+        if self.ornt is None:
+            return self.spacing
+        return tuple(self.spacing[int(self.ornt[i, 0])] for i in range(len(self.ornt)))
+
     def to_canonical(self, array) -> np.ndarray:
         """An array in the file's voxel order (spatial axes first, any trailing axes kept) -> RAS+ order."""
         if self.ornt is None:

@@ -303,8 +303,8 @@ def predict(cfg, predict_fn, batch_size: int, input_path, run_dir: Path, overwri
         start = time.time()
         try:
             case = reader.load(paths)
-            row["shape"] = "x".join(map(str, case.image.shape[:-1]))
-            row["spacing"] = "x".join(f"{s:g}" for s in case.geometry.spacing)
+            row["shape"] = "x".join(map(str, case.geometry.input_shape))  # as stored (the network sees RAS+)
+            row["spacing"] = "x".join(f"{s:g}" for s in case.geometry.input_spacing)
             prepared = cases.prepare(case, cfg.Data, source=path)
             getattr(predict_fn, "reset", lambda: None)()  # seeds restart per case: a mask does not depend on the
             values = segment_one(cfg, prepared, predict_fn, batch_size)  # cases before it (--shard, skipped cases)

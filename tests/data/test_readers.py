@@ -140,6 +140,7 @@ def test_reoriented_file_reads_to_the_same_ras_array_and_writes_back_as_stored(t
     np.testing.assert_allclose(geom.affine, affine, atol=1e-5)
     assert geom.shape == (5, 6, 7) and geom.spacing == pytest.approx((0.8, 1.1, 2.5))
     assert geom.input_shape == stored.shape
+    assert geom.input_spacing == pytest.approx(stored.header.get_zooms())
     np.testing.assert_array_equal(geom.input_affine, stored.affine)
 
     out = readers.write_nifti_like(tmp_path / "pred.nii.gz", (arr > 100).astype(np.uint8), geom)
@@ -162,7 +163,7 @@ def test_spacing_permutes_with_the_axes(tmp_path):
     arr, geom = readers.read_nifti(tmp_path / "p.nii.gz")
     assert arr.shape == geom.shape == (4, 5, 3)  # RAS+: x (stored axis 1), y (2), z (0)
     assert geom.spacing == pytest.approx((0.5, 2.0, 1.5))
-    assert geom.input_shape == (3, 4, 5)
+    assert geom.input_shape == (3, 4, 5) and geom.input_spacing == pytest.approx((1.5, 0.5, 2.0))
     assert nib.aff2axcodes(geom.affine) == ("R", "A", "S")
     raw, raw_geom = readers.read_nifti(tmp_path / "p.nii.gz", canonical=False)
     assert raw.shape == raw_geom.shape == (3, 4, 5) and raw_geom.spacing == pytest.approx((1.5, 0.5, 2.0))
