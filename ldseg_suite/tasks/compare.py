@@ -12,7 +12,7 @@ from scipy.stats import binomtest
 
 from ldseg_suite import config, sections, training
 from ldseg_suite.baselines import Otsu
-from ldseg_suite.data import cases
+from ldseg_suite.data import cases, splits
 from ldseg_suite.errors import LDSegError
 from ldseg_suite.tasks import segmentation as seg
 from ldseg_suite.tasks.common import atomic_csv
@@ -20,8 +20,9 @@ from ldseg_suite.tasks.common import atomic_csv
 SAME_DATA_KEYS = ("Kind", "Channels", "Classes", "Binarize")
 
 
-def load_baseline(cfg):
-    """The U-Net config named by [Compare] Baseline and its model with its [Output] Weights."""
+def load_baseline(cfg, data: dict):
+    """The U-Net config named by [Compare] Baseline and its model with its [Output] Weights. The U-Net must have
+    been trained on the same data folder and on none of this run's test cases (``data``: the run's split)."""
     from ldseg_suite.tasks import unet
 
     path = cfg.Compare.Baseline
@@ -32,11 +33,34 @@ def load_baseline(cfg):
         if getattr(base.Data, key) != getattr(cfg.Data, key):
             raise LDSegError(f"[Compare] Baseline = {path}: [Data] {key} = {getattr(base.Data, key)} differs from "
                              f"this config's {getattr(cfg.Data, key)}; both must segment the same data")
+    if Path(base.Data.Root).resolve() != Path(cfg.Data.Root).resolve():
+        raise LDSegError(f"[Compare] Baseline = {path}: [Data] Root = {base.Data.Root} is not this config's "
+                         f"{cfg.Data.Root}; train a U-Net on this data (--mode train --out RUN with its [Data] "
+                         f"Root set) and set Baseline = RUN/config.ini")
+    test = [p.name for p in data["test"].paths]
+    leaked = sorted(set(test) & set(baseline_training_cases(base, path, [p.name for d in data.values()
+                                                                         for p in d.paths])))
+    if leaked:
+        raise LDSegError(f"[Compare] Baseline = {path}: its training split holds {len(leaked)} of this run's test "
+                         f"cases ({', '.join(leaked[:3])}); give both the same [Run] Seed and [Data] Split, or "
+                         f"train the U-Net in a run directory that holds this run's split.csv")
     if not base.Output.Weights:
         raise LDSegError(f"[Compare] Baseline = {path}: [Output] Weights is empty; train the U-Net and set it")
     model = unet.build_model(base)
     training.load_weights(model, Path(base.Output.Weights), f"{path} [Output] Weights")
     return base, model
+
+
+def baseline_training_cases(base, path, names: list[str]) -> list[str]:
+    """The cases the baseline config's model trained on (train and val): the split.csv beside that config (a run
+    directory's config.ini), else the data folder's split.csv, else its seeded split of ``names``."""
+    for source in (Path(path).parent / "split.csv", Path(base.Data.Root) / "split.csv"):
+        if source.is_file():
+            split = splits.read_split(source)
+            break
+    else:
+        split = splits.split_cases(names, tuple(base.Data.Split), seed=base.Run.Seed)
+    return split["train"] + split["val"]
 
 
 def sign_test(a: np.ndarray, b: np.ndarray) -> tuple[int, int, float]:
@@ -67,7 +91,7 @@ def run_compare(cfg, model, data: dict, run_dir: Path) -> pd.DataFrame:
         pn = ldseg.make_predict(cfg, model, n)
         methods[f"ldseg_{n}samples"] = lambda i: labels_of(seg.segment_one(cfg, test[i], pn, bs))
     if cfg.Compare.Baseline:
-        base, base_model = load_baseline(cfg)
+        base, base_model = load_baseline(cfg, data)
         base_reader = cases.CaseReader(test.paths, base.Data)
         pu = unet.make_predict(base_model)
         methods["unet"] = lambda i: labels_of(seg.segment_one(base, base_reader[i], pu, base.Inference.BatchSize))

@@ -100,11 +100,11 @@ def test_predict_keeps_a_flipped_permuted_input_orientation(trained_3d, tmp_path
 
 
 
-def test_compare_tables_ldseg_unet_and_otsu_with_sign_tests(tmp_path):
+def test_compare_tables_ldseg_unet_and_otsu_with_sign_tests(tmp_path, capsys):
     root = write_glas(tmp_path / "data")
-    unet_cfg = tmp_path / "unet.ini"
-    unet_cfg.write_text(tiny_ini(root, "unet", Output={"Weights": tmp_path / "u/model.weights.h5"}))
-    assert cli.main(["--cfg", str(unet_cfg), "--mode", "train", "--out", str(tmp_path / "u")]) == 0
+    (tmp_path / "unet.ini").write_text(tiny_ini(root, "unet"))
+    assert cli.main(["--cfg", str(tmp_path / "unet.ini"), "--mode", "train", "--out", str(tmp_path / "u")]) == 0
+    unet_cfg = tmp_path / "u/config.ini"  # the U-Net run's own config names its trained weights
     ld_cfg = tmp_path / "ldseg.ini"
     ld_cfg.write_text(tiny_ini(root, Model={"Prediction": "x0"}, Compare={"Baseline": unet_cfg, "Samples": 2},
                               Training={"EMA": 0}))
@@ -119,6 +119,20 @@ def test_compare_tables_ldseg_unet_and_otsu_with_sign_tests(tmp_path):
         assert table[f"dice_{m}"].iloc[-1] == pytest.approx(table[f"dice_{m}"].iloc[:-1].mean(), abs=1e-4)
     md = (out / "compare.md").read_text()
     assert "| unet |" in md and "vs otsu" in md and "p = " in md
+
+    # a baseline trained on other data, or on some of this run's test cases, is refused
+    other = tmp_path / "other_root"
+    other.mkdir()
+    (other / "config.ini").write_text(unet_cfg.read_text().replace(f"Root = {root}", f"Root = {tmp_path}"))
+    leaky = tmp_path / "leaky"
+    leaky.mkdir()
+    (leaky / "config.ini").write_text(unet_cfg.read_text())
+    (leaky / "split.csv").write_text("name,split\n" + "".join(f"{n},train\n" for n in split.name))
+    for baseline, message in ((other, "is not this config's"), (leaky, "its training split holds")):
+        capsys.readouterr()
+        assert cli.main(["--cfg", str(ld_cfg), "--mode", "compare", "--out", str(out), "--overwrite",
+                         "--set", f"Compare.Baseline={baseline / 'config.ini'}"]) == 2
+        assert message in capsys.readouterr().err
 
     assert cli.main(["--cfg", str(ld_cfg), "--mode", "diagnose", "--out", str(out)]) == 0
     diag = pd.read_csv(out / "diagnose.csv")
