@@ -2,7 +2,6 @@
 number of diffusion segments T, and the latents of LEBM and LSD-EBM side by side."""
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from pathlib import Path
@@ -152,20 +151,13 @@ def compare(cfg, data, run_dir: Path) -> None:
         print(f"gif: {gif}", flush=True)
 
 
-def with_value(cfg, section: str, **values):
-    """A copy of ``cfg`` with some keys of one section replaced."""
-    secs = {name: getattr(cfg, name) for name in cfg.schema.sections}
-    secs[section] = dataclasses.replace(secs[section], **values)
-    return config.Config(secs, cfg.source, cfg.schema)
-
-
 def compare_steps(cfg, data, run_dir: Path) -> None:
     """Train and evaluate LSD-EBM for each T in ``[Compare] Segments`` (each in ``segments_<T>/``)."""
     test = shapes.test_split(cfg, data)
     target, observed, thick = masks_and_inputs(cfg, test)
     rows = []
     for segments in cfg.Compare.Segments:
-        variant = with_value(with_value(cfg, "Diffusion", Segments=segments), "Output", Weights="")
+        variant = cfg.replace("Diffusion", Segments=segments).replace("Output", Weights="")
         sub = run_dir / f"segments_{segments}"
         sub.mkdir(exist_ok=True)
         print(f"T = {segments}: training in {sub}", flush=True)
