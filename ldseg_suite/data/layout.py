@@ -466,9 +466,7 @@ def _read(path: Path, kind: str, is_label: bool, canonical: bool = True):
         raise LDSegError(f"{path}: array of shape {arr.shape}; Kind = {kind} expects (H, W, "
                          f"{'T' if kind == '2d+t' else 'D'})" + ("" if is_label else " or with a channel axis"))
     if is_label:
-        if not np.all(np.isfinite(arr)):
-            raise LDSegError(f"{path}: label contains NaN or Inf values")
-        return np.rint(arr).astype(np.int32), geom
+        return readers.label_ids(arr, path), geom
     return arr[..., None], geom
 
 

@@ -127,12 +127,22 @@ def _read_tiff_first_page(path) -> np.ndarray:
 
 def read_label_image(path) -> np.ndarray:
     """A label image -> int32 (H, W); for RGB label images the first channel, for palette images the indices."""
-    arr = _read_pixels(path, palette_indices=True)[..., 0]
-    if arr.dtype.kind == "f":
-        if not np.all(np.isfinite(arr)):
-            raise LDSegError(f"{path}: label contains NaN or Inf values")
-        arr = np.rint(arr)
-    return arr.astype(np.int32)
+    return label_ids(_read_pixels(path, palette_indices=True)[..., 0], path)
+
+
+def label_ids(arr: np.ndarray, path) -> np.ndarray:
+    """A label array -> int32. Float labels must hold whole numbers (up to 0.01, e.g. 0.9999 from a float
+    export); others (a label resampled with interpolation, a probability map) are an error naming the file."""
+    if arr.dtype.kind != "f":
+        return arr.astype(np.int32)
+    if not np.all(np.isfinite(arr)):
+        raise LDSegError(f"{path}: label contains NaN or Inf values")
+    ids = np.rint(arr)
+    off = np.abs(arr - ids) > 0.01
+    if off.any():
+        raise LDSegError(f"{path}: label holds non-integer values (e.g. {arr[off].flat[0]:g}); expected a label map "
+                         f"of class ids (was it resampled with interpolation instead of nearest neighbour?)")
+    return ids.astype(np.int32)
 
 
 def read_nifti(path, canonical: bool = True):

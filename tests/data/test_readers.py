@@ -206,3 +206,25 @@ def test_multichannel_volume_reorients_spatial_axes_only(tmp_path):
     back = nib.load(str(tmp_path / "c.nii.gz"))
     np.testing.assert_array_equal(back.affine, nib.load(str(tmp_path / "b.nii.gz")).affine)
     assert back.shape == (6, 4, 5, 2) and back.header.get_zooms() == (3.0, 1.0, 2.0, 1.0)
+
+
+def test_float_labels_must_hold_class_ids(tmp_path):
+    import nibabel as nib
+
+    from ldseg_suite.data import layout
+
+    exported = np.array([0.0, 0.9999, 2.00001], np.float32)  # a float export of ids: read as ids
+    assert readers.label_ids(exported, "x").tolist() == [0, 1, 2]
+    resampled = np.zeros((6, 6, 4), np.float32)
+    resampled[2:4, 2:4] = 1.0
+    resampled[1, 2:4] = 0.5  # what linear interpolation of a label leaves at its border
+    for k, lab in enumerate((resampled > 0.7, resampled)):
+        for sub in ("images", "labels"):
+            (tmp_path / sub).mkdir(exist_ok=True)
+        nib.save(nib.Nifti1Image(np.random.default_rng(k).random((6, 6, 4)).astype(np.float32), np.eye(4)),
+                 tmp_path / "images" / f"c{k}.nii.gz")
+        nib.save(nib.Nifti1Image(lab.astype(np.float32), np.eye(4)), tmp_path / "labels" / f"c{k}.nii.gz")
+    good, bad = layout.find_cases(tmp_path, "folders")
+    assert layout.load_case(good, "3d", classes=2, channels=1).label.sum() == 16
+    with pytest.raises(LDSegError, match=r"c1\.nii\.gz: label holds non-integer values \(e\.g\. 0\.5\)"):
+        layout.load_case(bad, "3d", classes=2, channels=1)
