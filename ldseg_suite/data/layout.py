@@ -148,6 +148,25 @@ def detect_layout(root) -> str:
     return "msd" if msd else "folders" if folders else "glas"
 
 
+OTHER_FORMATS = {".dcm": "dcm2niix", ".ima": "dcm2niix", ".mha": "SimpleITK", ".mhd": "SimpleITK",
+                 ".nrrd": "SimpleITK", ".nhdr": "SimpleITK", ".mgz": "nibabel", ".mnc": "nibabel"}
+
+
+def other_formats_hint(folder: Path) -> str:
+    """'; found N .dcm files ...' when ``folder`` or its subfolders hold medical image files this toolkit does not
+    read (DICOM, MetaImage, NRRD, MGH, MINC), naming a converter; '' otherwise."""
+    found: dict[str, int] = {}
+    for path in [*folder.glob("*"), *folder.glob("*/*")]:
+        ext = readers.suffix(path)
+        if ext in OTHER_FORMATS and path.is_file():
+            found[ext] = found.get(ext, 0) + 1
+    if not found:
+        return ""
+    tools = sorted({OTHER_FORMATS[e] for e in found})
+    return ("; found " + ", ".join(f"{n} {e} file(s)" for e, n in sorted(found.items())) + ", which are not read: "
+            f"convert them to NIfTI (.nii.gz) first, e.g. with {' or '.join(tools)}")
+
+
 def find_cases(root, layout: str = "auto") -> list[CasePaths]:
     """The cases of ``root``, sorted by name (natural order: train_2 before train_10). For ``msd`` these are
     the labelled ``imagesTr/`` cases (``imagesTs/`` is for :func:`find_inputs`)."""
@@ -160,7 +179,8 @@ def find_cases(root, layout: str = "auto") -> list[CasePaths]:
     cases = {"folders": _folders_cases, "glas": _glas_cases, "msd": _msd_cases}[chosen](root)
     if not cases:
         tried = [TRIED[name] for name in ("msd", "folders", "glas")] if layout == "auto" else [TRIED[chosen]]
-        raise LDSegError(f"{root}: no cases found (Layout = {layout}; tried " + "; ".join(tried) + ")")
+        raise LDSegError(f"{root}: no cases found (Layout = {layout}; tried " + "; ".join(tried) + ")"
+                         + other_formats_hint(root))
     return sorted(cases, key=lambda c: natural_key(c.name))
 
 
@@ -282,7 +302,9 @@ def find_inputs(path, channels: int | None = None) -> list[CasePaths]:
     path = Path(path)
     if path.is_file():
         if readers.suffix(path) not in KNOWN:
-            raise LDSegError(f"{path}: unsupported file type; expected PNG/BMP/JPG/TIFF, .nii(.gz) or .npy")
+            raise LDSegError(f"{path}: unsupported file type; expected PNG/BMP/JPG/TIFF, .nii(.gz) or .npy"
+                             + (f"; convert it to NIfTI first, e.g. with {OTHER_FORMATS[readers.suffix(path)]}"
+                                if readers.suffix(path) in OTHER_FORMATS else ""))
         return [CasePaths(stem(path), path, None)]
     if not path.is_dir():
         raise LDSegError(f"{path}: input not found (expected an image, a volume or a folder of them)")
@@ -294,7 +316,8 @@ def find_inputs(path, channels: int | None = None) -> list[CasePaths]:
     else:
         cases = [CasePaths(n, p, None) for n, p in files.items()]
     if not cases:
-        raise LDSegError(f"{path}: no images found (expected PNG/BMP/JPG/TIFF, .nii(.gz) or .npy files)")
+        raise LDSegError(f"{path}: no images found (expected PNG/BMP/JPG/TIFF, .nii(.gz) or .npy files)"
+                         + other_formats_hint(path))
     return sorted(cases, key=lambda c: natural_key(c.name))
 
 

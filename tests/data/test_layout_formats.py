@@ -309,3 +309,18 @@ def test_require_labels_names_the_first_unlabelled_image(tmp_path):
     msg = str(exc.value)
     assert msg.startswith(str(tmp_path / "anchor_2d" / "Image" / "Case2.bmp") + ": no label found for case Case2")
     assert "training needs a label for every training case (1 of 3 have none" in msg
+
+
+def test_dicom_or_metaimage_folders_get_a_conversion_hint(tmp_path):
+    for sub in ("images", "labels"):
+        (tmp_path / sub).mkdir()
+        for k in range(2):
+            (tmp_path / sub / f"case{k}.dcm").write_bytes(b"DICM")
+            (tmp_path / sub / f"case{k}.mha").write_text("ObjectType = Image")
+    with pytest.raises(LDSegError, match=r"no cases found .*found 4 \.dcm file\(s\), 4 \.mha file\(s\), which are "
+                                         r"not read: convert them to NIfTI \(\.nii\.gz\) first"):
+        layout.find_cases(tmp_path)
+    with pytest.raises(LDSegError, match=r"no images found .*found 2 \.dcm file\(s\)"):
+        layout.find_inputs(tmp_path / "images")
+    with pytest.raises(LDSegError, match=r"case0\.mha: unsupported file type.*convert it to NIfTI first"):
+        layout.find_inputs(tmp_path / "images" / "case0.mha")
