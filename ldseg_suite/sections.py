@@ -30,7 +30,12 @@ class Data:
     Channels: int = field(0, min=0, help="image channels (1 grey, 3 RGB); 0 = from Root/dataset.json, else 3")
     Classes: int = field(0, min=0, help="label classes including background; 0 = from Root/dataset.json, else 2")
     Binarize: bool = field(False, help="labels > 0 -> 1 (instance labels to foreground)")
-    Normalize: str = field("minmax", choices=("minmax", "zscore", "none"))
+    Normalize: str = field("minmax", choices=("minmax", "zscore", "range", "none"),
+                           help="per case: minmax to [0, 1] or zscore; range: the fixed IntensityRange window for "
+                                "every case (CT); none")
+    IntensityRange: tuple[float, ...] = field((), length=(0, 2),
+                                              help="Normalize = range: a_min, a_max, clipped and scaled to [0, 1] "
+                                                   "(CT: e.g. -1000, 1000 HU)")
     Split: tuple[float, ...] = field((0.7, 0.1, 0.2), min=0.0, max=1.0, length=3,
                                      help="train, val, test fractions by subject")
     Augment: bool = field(True, help="flips, 90-degree rotations, intensity jitter")
@@ -64,6 +69,12 @@ class Data:
             value = getattr(self, key)
             if value and len(value) != len(self.Size):
                 raise LDSegError(f"{key} has {len(value)} values but Kind = {self.Kind} needs {len(self.Size)}")
+        if (self.Normalize == "range") != bool(self.IntensityRange):
+            raise LDSegError(f"Normalize = {self.Normalize} with IntensityRange = "
+                             f"{', '.join(map(str, self.IntensityRange)) or '(empty)'}: set both (Normalize = range, "
+                             f"IntensityRange = a_min, a_max) or neither")
+        if self.IntensityRange and self.IntensityRange[0] >= self.IntensityRange[1]:
+            raise LDSegError(f"IntensityRange = {', '.join(map(str, self.IntensityRange))}: expected a_min < a_max")
         if self.Spacing and not self.Patch:
             raise LDSegError("Spacing is set but Patch is empty; resampling is for patch training at native size")
 

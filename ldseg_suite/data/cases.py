@@ -34,9 +34,10 @@ def prepare(case: layout.Case, data_cfg, source=None) -> PreparedCase:
         raise LDSegError(f"{source or case.name}: has {case.image.shape[-1]} channels but "
                          f"[Data] Channels = {data_cfg.Channels}")
     if not data_cfg.Patch:
-        image, label = pipeline.prepare_case(case, tuple(data_cfg.Size), data_cfg.Normalize)
+        image, label = pipeline.prepare_case(case, tuple(data_cfg.Size), data_cfg.Normalize,
+                                             data_cfg.IntensityRange)
         return PreparedCase(case.name, image, label, case)
-    image = pipeline.normalize(case.image, data_cfg.Normalize)
+    image = pipeline.normalize(case.image, data_cfg.Normalize, data_cfg.IntensityRange)
     label = case.label
     if data_cfg.Spacing:
         spacing = case.geometry.spacing[:len(data_cfg.Spacing)]

@@ -9,10 +9,14 @@ from skimage.transform import resize
 from ldseg_suite.errors import LDSegError
 
 
-def normalize(image: np.ndarray, mode: str = "minmax") -> np.ndarray:
-    """Per case and channel: ``minmax`` to [0, 1], ``zscore``, or ``none``."""
+def normalize(image: np.ndarray, mode: str = "minmax", intensity_range=()) -> np.ndarray:
+    """Per case and channel: ``minmax`` to [0, 1], ``zscore``, or ``none``; ``range``: the same fixed window for
+    every case, ``intensity_range`` = (a_min, a_max) clipped and scaled to [0, 1] (CT in Hounsfield units)."""
     image = image.astype(np.float32)
     axes = tuple(range(image.ndim - 1))
+    if mode == "range":
+        a_min, a_max = intensity_range
+        return (np.clip(image, a_min, a_max) - a_min) / np.float32(a_max - a_min)
     if mode == "minmax":
         lo, hi = image.min(axis=axes), image.max(axis=axes)
         return (image - lo) / np.where(hi > lo, hi - lo, 1.0)
@@ -20,7 +24,7 @@ def normalize(image: np.ndarray, mode: str = "minmax") -> np.ndarray:
         return (image - image.mean(axis=axes)) / np.maximum(image.std(axis=axes), 1e-6)
     if mode == "none":
         return image
-    raise LDSegError(f"Normalize = {mode}: expected minmax, zscore or none")
+    raise LDSegError(f"Normalize = {mode}: expected minmax, zscore, range or none")
 
 
 def _size(size, spatial_shape, what) -> tuple:
@@ -54,9 +58,9 @@ def restore_label(label: np.ndarray, shape) -> np.ndarray:
     return resize_label(label, shape)
 
 
-def prepare_case(case, size, normalize_mode: str = "minmax"):
+def prepare_case(case, size, normalize_mode: str = "minmax", intensity_range=()):
     """(normalised image at network size, label at network size or None)."""
-    image = resize_image(normalize(case.image, normalize_mode), size)
+    image = resize_image(normalize(case.image, normalize_mode, intensity_range), size)
     label = None if case.label is None else resize_label(case.label, size)
     return image, label
 

@@ -127,7 +127,8 @@ def load_splits(data_cfg, seed: int, run_dir: Path) -> dict[str, Prepared]:
                                   channels=data_cfg.Channels) for n in part_names]
         images, labels = [], []
         for case in cases:
-            image, label = pipeline.prepare_case(case, tuple(data_cfg.Size), data_cfg.Normalize)
+            image, label = pipeline.prepare_case(case, tuple(data_cfg.Size), data_cfg.Normalize,
+                                                 data_cfg.IntensityRange)
             images.append(image)
             labels.append(label)
         has_labels = all(lab is not None for lab in labels)

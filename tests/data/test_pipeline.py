@@ -18,6 +18,22 @@ def test_normalize_per_channel():
         pipeline.normalize(img, "max")
 
 
+def test_normalize_range_is_one_fixed_window_for_every_case():
+    from ldseg_suite import config, sections
+
+    ct = np.array([-3024.0, -1000.0, 0.0, 40.0, 1000.0, 3000.0], np.float32).reshape(1, 6, 1)  # HU, with metal
+    win = pipeline.normalize(ct, "range", (-1000, 1000))
+    np.testing.assert_allclose(win[0, :, 0], [0.0, 0.0, 0.5, 0.52, 1.0, 1.0])
+    # a case without the metal gets the same values for the same HU (minmax would not)
+    np.testing.assert_allclose(pipeline.normalize(ct[:, :4], "range", (-1000, 1000)), win[:, :4])
+    assert not np.allclose(pipeline.normalize(ct[:, :4], "minmax"), pipeline.normalize(ct, "minmax")[:, :4])
+    base = "[Run]\nMethod = unet\n[Data]\nRoot = x\nChannels = 1\nClasses = 2\n"
+    for extra, message in (("Normalize = range", "set both"), ("IntensityRange = -1000, 1000", "set both"),
+                           ("Normalize = range\nIntensityRange = 10, -10", "expected a_min < a_max")):
+        with pytest.raises(LDSegError, match=message):
+            config.parse(base + extra, "my.ini", sections.schema_for("unet", "my.ini"))
+
+
 def test_resize_image_label_and_restore():
     lab = np.zeros((50, 70), np.int32)
     lab[10:30, 20:50] = 2
