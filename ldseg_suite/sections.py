@@ -37,7 +37,10 @@ class Data:
                                               help="Normalize = range: a_min, a_max, clipped and scaled to [0, 1] "
                                                    "(CT: e.g. -1000, 1000 HU)")
     Split: tuple[float, ...] = field((0.7, 0.1, 0.2), min=0.0, max=1.0, length=3,
-                                     help="train, val, test fractions by subject")
+                                     help="train, val, test fractions by subject (see Subject)")
+    Subject: str = field("", help="regular expression naming a case's subject: its match in the case name (its "
+                                  "first group, if any); cases of one subject stay in one split (e.g. ^patient\\d+ "
+                                  "for patient001_frame01); empty = every case is its own subject")
     Augment: bool = field(True, help="flips, 90-degree rotations, intensity jitter")
     Orientation: str = field("RAS", choices=("RAS", "stored"),
                              help="3D NIfTI: RAS = reorient to RAS+ for the network (predictions go back in the "
@@ -69,6 +72,13 @@ class Data:
             value = getattr(self, key)
             if value and len(value) != len(self.Size):
                 raise LDSegError(f"{key} has {len(value)} values but Kind = {self.Kind} needs {len(self.Size)}")
+        if self.Subject:
+            import re
+
+            try:
+                re.compile(self.Subject)
+            except re.error as exc:
+                raise LDSegError(f"Subject = {self.Subject}: not a regular expression ({exc})") from None
         if (self.Normalize == "range") != bool(self.IntensityRange):
             raise LDSegError(f"Normalize = {self.Normalize} with IntensityRange = "
                              f"{', '.join(map(str, self.IntensityRange)) or '(empty)'}: set both (Normalize = range, "

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,22 @@ import numpy as np
 from ldseg_suite.errors import LDSegError
 
 PARTS = ("train", "val", "test")
+
+
+def subject_function(pattern: str):
+    """``[Data] Subject``: a regular expression whose match in a case name (its first group, if it has one) names
+    the case's subject, so that e.g. ``patient001_frame01`` and ``patient001_frame12`` stay in one split
+    (``^patient\\d+``). Empty: every case is its own subject. A name it does not match is an error naming it."""
+    if not pattern:
+        return None
+    regex = re.compile(pattern)
+
+    def subject_of(name: str) -> str:
+        found = regex.search(name)
+        if found is None:
+            raise LDSegError(f"[Data] Subject = {pattern}: does not match the case name {name!r}")
+        return found.group(1) if regex.groups else found.group(0)
+    return subject_of
 
 
 def split_cases(names, fractions=(0.7, 0.1, 0.2), seed: int = 0, subject_of=None) -> dict[str, list[str]]:

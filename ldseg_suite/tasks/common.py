@@ -118,7 +118,8 @@ def load_splits(data_cfg, seed: int, run_dir: Path) -> dict[str, Prepared]:
             raise LDSegError(f"{split_file}: names cases not in [Data] Root = {root} "
                              f"({', '.join(unknown[:3])}...); use a new --out")
     else:
-        split = splits.split_cases(names, tuple(data_cfg.Split), seed=seed)
+        split = splits.split_cases(names, tuple(data_cfg.Split), seed=seed,
+                                   subject_of=splits.subject_function(data_cfg.Subject))
         splits.write_split(split_file, split)
     by_name = {p.name: p for p in paths}
     prepared = {}

@@ -59,7 +59,8 @@ def baseline_training_cases(base, path, names: list[str]) -> list[str]:
             split = splits.read_split(source)
             break
     else:
-        split = splits.split_cases(names, tuple(base.Data.Split), seed=base.Run.Seed)
+        split = splits.split_cases(names, tuple(base.Data.Split), seed=base.Run.Seed,
+                                   subject_of=splits.subject_function(base.Data.Subject))
     return split["train"] + split["val"]
 
 

@@ -66,7 +66,8 @@ def open_cases(cfg, run_dir: Path) -> dict[str, cases.CaseReader]:
             raise LDSegError(f"{source}: names cases not in [Data] Root = {root} ({', '.join(unknown[:3])}...)"
                              + ("; use a new --out" if source == run_split else ""))
     else:
-        split = splits.split_cases(names, tuple(cfg.Data.Split), seed=cfg.Run.Seed)
+        split = splits.split_cases(names, tuple(cfg.Data.Split), seed=cfg.Run.Seed,
+                                   subject_of=splits.subject_function(cfg.Data.Subject))
     if source != run_split:
         splits.write_split(run_split, split)
     by_name = {p.name: p for p in paths}

@@ -53,3 +53,18 @@ def test_split_file_round_trip(tmp_path):
         splits.read_split(tmp_path / "bad.csv")
     with pytest.raises(LDSegError, match="missing.csv: unreadable split file"):
         splits.read_split(tmp_path / "missing.csv")
+
+
+def test_subject_pattern_keeps_a_patients_frames_in_one_split():
+    names = [f"patient{p:03d}_frame{f:02d}" for p in range(12) for f in (1, 12)]
+    split = splits.split_cases(names, (0.6, 0.2, 0.2), seed=3, subject_of=splits.subject_function(r"^patient\d+"))
+    part_of = {n: part for part, members in split.items() for n in members}
+    assert sorted(part_of) == sorted(names)
+    for p in range(12):
+        assert part_of[f"patient{p:03d}_frame01"] == part_of[f"patient{p:03d}_frame12"]
+    assert len(split["test"]) == 2 * round(0.2 * 12)  # fractions count subjects, not cases
+    group = splits.subject_function(r"^(\w+?)_scan")  # with a group: the group is the subject
+    assert group("sub7_scan2") == group("sub7_scan9") == "sub7"
+    with pytest.raises(LDSegError, match=r"Subject = \^patient\\d\+: does not match the case name 'control_01'"):
+        splits.split_cases(names + ["control_01"], (0.6, 0.2, 0.2), subject_of=splits.subject_function(r"^patient\d+"))
+    assert splits.subject_function("") is None
