@@ -5,6 +5,7 @@ Imports no TensorFlow, so a bad config is reported in well under a second.
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass
 
 from ldseg_suite.config import Schema, field
@@ -73,8 +74,6 @@ class Data:
             if value and len(value) != len(self.Size):
                 raise LDSegError(f"{key} has {len(value)} values but Kind = {self.Kind} needs {len(self.Size)}")
         if self.Subject:
-            import re
-
             try:
                 re.compile(self.Subject)
             except re.error as exc:

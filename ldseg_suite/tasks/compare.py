@@ -37,9 +37,8 @@ def load_baseline(cfg, data: dict):
         raise LDSegError(f"[Compare] Baseline = {path}: [Data] Root = {base.Data.Root} is not this config's "
                          f"{cfg.Data.Root}; train a U-Net on this data (--mode train --out RUN with its [Data] "
                          f"Root set) and set Baseline = RUN/config.ini")
-    test = [p.name for p in data["test"].paths]
-    leaked = sorted(set(test) & set(baseline_training_cases(base, path, [p.name for d in data.values()
-                                                                         for p in d.paths])))
+    names = [p.name for part in data.values() for p in part.paths]
+    leaked = sorted({p.name for p in data["test"].paths} & set(baseline_training_cases(base, path, names)))
     if leaked:
         raise LDSegError(f"[Compare] Baseline = {path}: its training split holds {len(leaked)} of this run's test "
                          f"cases ({', '.join(leaked[:3])}); give both the same [Run] Seed and [Data] Split, or "
