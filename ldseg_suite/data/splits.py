@@ -53,6 +53,23 @@ def split_cases(names, fractions=(0.7, 0.1, 0.2), seed: int = 0, subject_of=None
     return {part: [nm for nm in names if part_of[subject_of(nm)] == part] for part in PARTS}
 
 
+def resolve_split(names, data_cfg, seed: int, run_split: Path | None = None):
+    """(split, source) for the cases ``names`` of ``data_cfg.Root``: ``run_split`` (a run directory's split.csv)
+    if it exists, else the data folder's own split.csv (a fixed split shipped with the data), else the seeded split
+    by subject of ``[Data] Split`` / ``Subject`` (source None). A split file naming unknown cases is an error."""
+    root_split = Path(data_cfg.Root) / "split.csv"
+    source = next((p for p in (run_split, root_split) if p is not None and p.is_file()), None)
+    if source is None:
+        split = split_cases(names, tuple(data_cfg.Split), seed=seed, subject_of=subject_function(data_cfg.Subject))
+        return split, None
+    split = read_split(source)
+    unknown = sorted(set(n for part in split.values() for n in part) - set(names))
+    if unknown:
+        raise LDSegError(f"{source}: names cases not in [Data] Root = {data_cfg.Root} ({', '.join(unknown[:3])}...)"
+                         + ("; use a new --out" if source == run_split else ""))
+    return split, source
+
+
 def write_split(path, split) -> None:
     """CSV ``name,split`` (train rows, then val, then test), written atomically."""
     path = Path(path)

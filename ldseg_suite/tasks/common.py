@@ -103,7 +103,7 @@ class Prepared:
 
 
 def load_splits(data_cfg, seed: int, run_dir: Path) -> dict[str, Prepared]:
-    """Find, load, split (by subject, seeded, written to ``run_dir/split.csv``) and prepare the cases."""
+    """Find, load, split (``splits.resolve_split``, written to ``run_dir/split.csv``) and prepare the cases."""
     root = Path(data_cfg.Root)
     if not root.is_dir():
         raise LDSegError(f"[Data] Root = {data_cfg.Root}: folder not found (expected a data folder, "
@@ -111,15 +111,8 @@ def load_splits(data_cfg, seed: int, run_dir: Path) -> dict[str, Prepared]:
     paths = layout.find_cases(root, data_cfg.Layout)
     split_file = run_dir / "split.csv"
     names = [p.name for p in paths]
-    if split_file.is_file():
-        split = splits.read_split(split_file)
-        unknown = sorted(set(n for part in split.values() for n in part) - set(names))
-        if unknown:
-            raise LDSegError(f"{split_file}: names cases not in [Data] Root = {root} "
-                             f"({', '.join(unknown[:3])}...); use a new --out")
-    else:
-        split = splits.split_cases(names, tuple(data_cfg.Split), seed=seed,
-                                   subject_of=splits.subject_function(data_cfg.Subject))
+    split, source = splits.resolve_split(names, data_cfg, seed, split_file)
+    if source != split_file:
         splits.write_split(split_file, split)
     by_name = {p.name: p for p in paths}
     prepared = {}

@@ -53,13 +53,7 @@ def load_baseline(cfg, data: dict):
 def baseline_training_cases(base, path, names: list[str]) -> list[str]:
     """The cases the baseline config's model trained on (train and val): the split.csv beside that config (a run
     directory's config.ini), else the data folder's split.csv, else its seeded split of ``names``."""
-    for source in (Path(path).parent / "split.csv", Path(base.Data.Root) / "split.csv"):
-        if source.is_file():
-            split = splits.read_split(source)
-            break
-    else:
-        split = splits.split_cases(names, tuple(base.Data.Split), seed=base.Run.Seed,
-                                   subject_of=splits.subject_function(base.Data.Subject))
+    split, _ = splits.resolve_split(names, base.Data, base.Run.Seed, Path(path).parent / "split.csv")
     return split["train"] + split["val"]
 
 

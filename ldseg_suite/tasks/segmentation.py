@@ -57,17 +57,8 @@ def open_cases(cfg, run_dir: Path) -> dict[str, cases.CaseReader]:
         raise LDSegError(f"[Data] Root = {cfg.Data.Root}: folder not found (expected a data folder, e.g. data/glas)")
     paths = layout.find_cases(root, cfg.Data.Layout)
     names = [p.name for p in paths]
-    run_split, shipped = run_dir / "split.csv", root / "split.csv"
-    source = run_split if run_split.is_file() else shipped if shipped.is_file() else None
-    if source is not None:
-        split = splits.read_split(source)
-        unknown = sorted(set(n for part in split.values() for n in part) - set(names))
-        if unknown:
-            raise LDSegError(f"{source}: names cases not in [Data] Root = {root} ({', '.join(unknown[:3])}...)"
-                             + ("; use a new --out" if source == run_split else ""))
-    else:
-        split = splits.split_cases(names, tuple(cfg.Data.Split), seed=cfg.Run.Seed,
-                                   subject_of=splits.subject_function(cfg.Data.Subject))
+    run_split = run_dir / "split.csv"
+    split, source = splits.resolve_split(names, cfg.Data, cfg.Run.Seed, run_split)
     if source != run_split:
         splits.write_split(run_split, split)
     by_name = {p.name: p for p in paths}
