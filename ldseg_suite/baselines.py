@@ -33,9 +33,16 @@ class Otsu:
         counts = np.zeros((self.classes, self.classes), np.int64)
         for image, label in pairs:
             np.add.at(counts, (_bins(image, self.classes).ravel(), np.clip(label, 0, self.classes - 1).ravel()), 1)
+        if not counts.any():  # no labelled voxels: keep the identity (brighter bin, higher class)
+            return self
         share = counts / np.maximum(counts.sum(axis=0, keepdims=True), 1)  # of each class's voxels, per bin
         self.mapping = share.argmax(axis=1)
         return self
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         return self.mapping[_bins(image, self.classes)].astype(np.uint8)
+
+
+def otsu_for(train_reader, classes: int) -> Otsu:
+    """The Otsu baseline of a run: its bin-to-class mapping learnt on the labelled training cases."""
+    return Otsu(classes).fit((c.case.image, c.case.label) for c in train_reader if c.case.label is not None)

@@ -3,8 +3,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ldseg_suite import cli
-from ldseg_suite.data import readers, synthetic
+from ldseg_suite import cli, config, sections
+from ldseg_suite.baselines import otsu_for
+from ldseg_suite.data import cases, layout, readers, synthetic
 from tests.configs import tiny_ini, write_glas
 
 
@@ -43,6 +44,17 @@ def test_train_resume_infer_sweep_2d(glas_cfg, tmp_path, capsys):
     assert readers.read_image(tmp_path / f"run/predictions/{test_names[0]}.png").shape[:2] == (40, 40)
     table = pd.read_csv(tmp_path / "run/metrics.csv")
     assert {"dice", "iou", "hd95"} <= set(table.columns) and table.case.iloc[-1] == "mean"
+    # the Otsu baseline beside every Dice: its mapping learnt on the training cases only
+    run_cfg = config.load(tmp_path / "run/config.ini", sections.schema_for)
+    train_reader = cases.CaseReader([p for p in layout.find_cases(run_cfg.Data.Root, run_cfg.Data.Layout)
+                                     if p.name in set(split[split.split == "train"].name)], run_cfg.Data)
+    otsu = otsu_for(train_reader, 2)
+    first = cases.CaseReader([p for p in layout.find_cases(run_cfg.Data.Root, run_cfg.Data.Layout)
+                              if p.name == table.case.iloc[0]], run_cfg.Data)[0].case
+    pred = otsu(first.image) == 1
+    expected = 2 * (pred & (first.label == 1)).sum() / (pred.sum() + (first.label == 1).sum())
+    assert table.otsu_dice.iloc[0] == pytest.approx(expected, abs=1e-4)
+    assert "Otsu baseline" in capsys.readouterr().out
     assert len(list((tmp_path / "run/gifs").glob("*.gif"))) == 1
 
     # a second inference into the same directory refuses to overwrite
@@ -83,5 +95,6 @@ def test_2d_plus_t_writes_nifti_with_input_affine_and_per_frame_metrics(tmp_path
     assert arr.shape == (16, 16, 4)
     table = pd.read_csv(tmp_path / "run/metrics.csv")
     assert "frame" in table and len(table) == 4 * len(preds) + 1
-    assert {"dice_1", "dice_2", "hd95_2"} <= set(table.columns)
+    assert {"dice_1", "dice_2", "hd95_2", "otsu_dice"} <= set(table.columns)
+    assert table.otsu_dice.between(0, 1).all()
     assert list((tmp_path / "run/gifs").glob("*_frames.gif"))

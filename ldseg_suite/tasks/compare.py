@@ -11,7 +11,7 @@ import pandas as pd
 from scipy.stats import binomtest
 
 from ldseg_suite import config, sections, training
-from ldseg_suite.baselines import Otsu
+from ldseg_suite.baselines import otsu_for
 from ldseg_suite.data import cases, splits
 from ldseg_suite.errors import LDSegError
 from ldseg_suite.tasks import segmentation as seg
@@ -89,8 +89,7 @@ def run_compare(cfg, model, data: dict, run_dir: Path) -> pd.DataFrame:
         base_reader = cases.CaseReader(test.paths, base.Data)
         pu = unet.make_predict(base_model)
         methods["unet"] = lambda i: labels_of(seg.segment_one(base, base_reader[i], pu, base.Inference.BatchSize))
-    train = data["train"]
-    otsu = Otsu(k).fit((c.case.image, c.case.label) for c in train if c.case.label is not None)
+    otsu = otsu_for(data["train"], k)
     methods["otsu"] = lambda i: otsu(test[i].case.image)
 
     rows = [{"case": test[i].name} for i in range(len(test))]

@@ -60,7 +60,7 @@ def run(cfg, mode: str, out: Path, overwrite: bool = False, input_path=None, sha
         diagnose(cfg, model, test, run_dir)
         return 0
     if mode == "infer":
-        infer(cfg, model, test, run_dir, shard)
+        infer(cfg, model, test, run_dir, shard, train=data["train"])
     else:
         {"gif": make_gifs, "sweep": sweep}[mode](cfg, model, test, run_dir)
     return 0
@@ -99,7 +99,7 @@ def make_predict(cfg, model, samples: int | None = None):
     return predict
 
 
-def infer(cfg, model, test, run_dir: Path, shard=None) -> None:
+def infer(cfg, model, test, run_dir: Path, shard=None, train=None) -> None:
     sd = seg.spatial_dims(cfg.Data.Kind)
 
     def pictures(i, prepared, labels):
@@ -110,7 +110,8 @@ def infer(cfg, model, test, run_dir: Path, shard=None) -> None:
                                   "frame" if name == "frames" else "slice")
             print(f"gif: {gif}", flush=True)
 
-    seg.infer(cfg, test, make_predict(cfg, model), cfg.Sampler.BatchSize, run_dir, on_case=pictures, shard=shard)
+    seg.infer(cfg, test, make_predict(cfg, model), cfg.Sampler.BatchSize, run_dir, on_case=pictures, shard=shard,
+              train=train)
     if cfg.Output.Gifs and (shard is None or shard[0] == 0):
         make_gifs(cfg, model, test, run_dir)
 

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ldseg_suite import distribute, metrics, training
+from ldseg_suite.baselines import otsu_for
 from ldseg_suite.data import cases, layout, pipeline, readers, splits
 from ldseg_suite.errors import LDSegError
 from ldseg_suite.inference import shard as sharding
@@ -231,21 +232,31 @@ def _merge(run_dir: Path, name: str, shard, order) -> None:
                                                   f"wrote {sharding.table_name(name, *shard)}"), flush=True)
 
 
-def infer(cfg, reader, predict, batch_size: int, run_dir: Path, on_case=None, shard=None) -> pd.DataFrame | None:
+def infer(cfg, reader, predict, batch_size: int, run_dir: Path, on_case=None, shard=None,
+          train=None) -> pd.DataFrame | None:
     """Segment every case of ``reader`` (or shard K of N of them), write predictions, score the labelled ones
-    into ``metrics.csv``."""
+    into ``metrics.csv``. With ``train`` (the training cases) each labelled case also gets the Dice of the Otsu
+    baseline (``otsu_dice``; its class mapping learnt on the labelled training cases), printed beside the mean."""
     if not len(reader):
         raise LDSegError(f"[Data] Split = {', '.join(map(str, cfg.Data.Split))}: the test split is empty")
     order = reader.names
     if shard is not None:
         reader = cases.CaseReader(sharding.select(reader.paths, *shard), cfg.Data)
+    otsu = None
+    if train is not None and any(p.label is not None for p in train.paths):
+        otsu = otsu_for(train, cfg.Data.Classes)
     pred_dir = run_dir / "predictions"
     pred_dir.mkdir(exist_ok=True)
     rows, start = [], time.time()
     for i, (prepared, values) in enumerate(segment_cases(cfg, reader, predict, batch_size)):
-        labels = _write_outputs(cfg, pred_dir, prepared.case, values)
-        if prepared.case.label is not None:
-            rows.extend(score_rows(cfg, prepared.case, labels))
+        case = prepared.case
+        labels = _write_outputs(cfg, pred_dir, case, values)
+        if case.label is not None:
+            scored = score_rows(cfg, case, labels)
+            if otsu is not None:
+                for row, base in zip(scored, score_rows(cfg, case, otsu(case.image))):
+                    row["otsu_dice"] = base["dice"]
+            rows.extend(scored)
         if i < max(cfg.Output.Gifs, 1):
             write_overlay(run_dir, cfg, prepared.case, labels)
         if on_case is not None:
@@ -258,8 +269,9 @@ def infer(cfg, reader, predict, batch_size: int, run_dir: Path, on_case=None, sh
     _merge(run_dir, "metrics.csv", shard, order)
     mean = table.iloc[-1]
     per_class = "  ".join(f"{c} {mean[c]:.4f}" for c in table.columns if c.startswith("dice_"))
+    otsu_note = f" (Otsu baseline {mean['otsu_dice']:.4f})" if "otsu_dice" in table else ""
     print(f"held-out mean ({len(reader)} cases{', per frame' if 'frame' in table else ''}): "
-          f"dice {mean['dice']:.4f}  iou {mean['iou']:.4f}  hd95 {mean['hd95']:.2f}  {per_class} "
+          f"dice {mean['dice']:.4f}{otsu_note}  iou {mean['iou']:.4f}  hd95 {mean['hd95']:.2f}  {per_class} "
           f"-> {run_dir / 'metrics.csv'}", flush=True)
     return table
 

@@ -47,5 +47,6 @@ def run(cfg, mode: str, out: Path, overwrite: bool = False, input_path=None, sha
     if mode == "train":
         seg.train(cfg, data, run_dir, lambda: build_model(cfg))
         return 0
-    seg.infer(cfg, data["test"], make_predict(load_trained(cfg, run_dir)), batch, run_dir, shard=shard)
+    seg.infer(cfg, data["test"], make_predict(load_trained(cfg, run_dir)), batch, run_dir, shard=shard,
+              train=data["train"])
     return 0

@@ -28,3 +28,10 @@ def test_three_classes_follow_intensity_order_learnt_on_training_cases():
     image = (levels[label] + 0.02 * rng.standard_normal(label.shape))[..., None]
     otsu = Otsu(3).fit([(image, label)])
     assert (otsu(image) == label).mean() > 0.99
+
+
+def test_without_labelled_training_voxels_the_brighter_bin_is_foreground():
+    image, label = _case(0)
+    otsu = Otsu(2).fit([])
+    assert list(otsu.mapping) == [0, 1]
+    assert (otsu(image) == label).mean() > 0.95
