@@ -1,6 +1,8 @@
 """Classical segmentation baselines that need no network: global (multi-)Otsu thresholds."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from skimage.filters import threshold_multiotsu
 
@@ -43,6 +45,12 @@ class Otsu:
         return self.mapping[_bins(image, self.classes)].astype(np.uint8)
 
 
+OTSU_TRAINING_CASES = 64  # enough to learn which intensity bin is which class; a large cohort is not read whole
+
+
 def otsu_for(train_reader, classes: int) -> Otsu:
-    """The Otsu baseline of a run: its bin-to-class mapping learnt on the labelled training cases."""
-    return Otsu(classes).fit((c.case.image, c.case.label) for c in train_reader if c.case.label is not None)
+    """The Otsu baseline of a run: its bin-to-class mapping learnt on the labelled training cases of
+    ``train_reader`` (a ``CaseReader``; at most ``OTSU_TRAINING_CASES`` of them, evenly spaced), read as stored."""
+    paths = [p for p in train_reader.paths if p.label is not None]
+    picked = paths[::math.ceil(len(paths) / OTSU_TRAINING_CASES)] if paths else []
+    return Otsu(classes).fit((case.image, case.label) for case in map(train_reader.load, picked))
