@@ -21,7 +21,8 @@ chain energy besides the tether |z_{t+1} - sqrt(1 - beta) z_t|^2 / (2 beta); it 
 + sqrt(v_t) eps (u the standardised posterior latent, v_t = max(1 - alpha_bar_t, 0.05^2)) by minimising
 |sqrt(v_t) dM/dz - eps|^2. Samplers: ``refine`` (each model's own posterior_refine), ``seg`` / ``segdps`` (the
 LSD-EBM's segment chain from segment ``--start``, the data term on z_t or on its N(0, I) denoised mean
-sqrt(alpha_bar_t) z_t) and ``marg`` (LEBM's chain on the LSD-EBM's learnt marginal of segment 0).
+sqrt(alpha_bar_t) z_t), ``marg`` (LEBM's chain on the LSD-EBM's learnt marginal of segment 0), and the baselines
+``vae`` (the encoder's mean, decoded) and ``upsampling`` (the network input thresholded at 0.5).
 """
 from __future__ import annotations
 
@@ -188,6 +189,8 @@ def score(args) -> None:
 
     def latent(x, y, seed):
         obs = (tf.constant(y, tf.float32), tf.constant(x, tf.float32))
+        if args.sampler == "vae":
+            return model.encode(x)[0]
         if args.sampler == "refine":
             extra = dict(start=args.start, start_noise=args.start_noise) if args.model == "lsd" else {}
             return model.posterior_refine(x, y, op.forward, args.steps, args.step_size, args.data_weight,
@@ -201,14 +204,14 @@ def score(args) -> None:
         return model.from_unit(model.reverse(chain, z, args.start, seed, obs, args.start_noise)[0])
 
     start, probs = time.time(), []
-    for i in range(0, len(thick), 4):
+    for i in range(0, len(thick) if args.sampler != "upsampling" else 0, 4):
         x, y = thick[i:i + 4], observed[i:i + 4]
         p = 0.0
         for c in range(args.chains):
             z = latent(x, y, cfg.Run.Seed * 7919 + i + 100003 * c)
             p = p + np.asarray(ops.sigmoid(model.decode(z, x)))[..., 0] / args.chains
         probs.append(p)
-    pred, truth = np.concatenate(probs) > 0.5, target > 0.5
+    pred, truth = (np.concatenate(probs) if probs else thick[..., 0]) > 0.5, target > 0.5
     dice = 2 * (pred & truth).sum((1, 2, 3)) / (pred.sum((1, 2, 3)) + truth.sum((1, 2, 3)))
     out = Path(args.results)
     pd.DataFrame({"variant": args.name, "shape": names, "dice": dice}).to_csv(
@@ -244,7 +247,7 @@ def main(argv=None) -> None:
     s.add_argument("--backbone", help="as for fit (omit: the shipped amortised VAE)")
     s.add_argument("--weights", help="an energy: .npz from fit, or a run's weights file (default: shipped)")
     s.add_argument("--zero", action="store_true", help="the same chain with the learnt energy set to zero")
-    s.add_argument("--sampler", choices=("refine", "seg", "segdps", "marg"), default="refine")
+    s.add_argument("--sampler", choices=("refine", "seg", "segdps", "marg", "vae", "upsampling"), default="refine")
     s.add_argument("--factor", type=int, default=16)
     s.add_argument("--split", choices=("val", "test"), default="val")
     s.add_argument("--start", type=int, default=1)
