@@ -145,6 +145,14 @@ def score_rows(cfg, case: layout.Case, labels: np.ndarray) -> list[dict]:
             for f in range(labels.shape[-1])]
 
 
+def dice_rows(cfg, case: layout.Case, labels: np.ndarray) -> list[float]:
+    """The ``dice`` of ``score_rows`` alone (no surface distances): mean foreground Dice per case or frame."""
+    k = cfg.Data.Classes
+    pairs = [(labels, case.label)] if cfg.Data.Kind != "2d+t" else \
+        [(labels[..., f], case.label[..., f]) for f in range(labels.shape[-1])]
+    return [float(np.mean([metrics.dice(p == c, t == c) for c in range(1, k)])) for p, t in pairs]
+
+
 def class_names(cfg) -> tuple | None:
     """Class names from ``[Data] Root/dataset.json`` (MSD / nnU-Net), or None (numbers are used)."""
     if cfg.Data.Binarize or not Path(cfg.Data.Root).is_dir():
@@ -254,8 +262,8 @@ def infer(cfg, reader, predict, batch_size: int, run_dir: Path, on_case=None, sh
         if case.label is not None:
             scored = score_rows(cfg, case, labels)
             if otsu is not None:
-                for row, base in zip(scored, score_rows(cfg, case, otsu(case.image))):
-                    row["otsu_dice"] = base["dice"]
+                for row, dice in zip(scored, dice_rows(cfg, case, otsu(case.image))):
+                    row["otsu_dice"] = dice
             rows.extend(scored)
         if i < max(cfg.Output.Gifs, 1):
             write_overlay(run_dir, cfg, prepared.case, labels)

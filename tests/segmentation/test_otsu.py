@@ -35,3 +35,18 @@ def test_without_labelled_training_voxels_the_brighter_bin_is_foreground():
     otsu = Otsu(2).fit([])
     assert list(otsu.mapping) == [0, 1]
     assert (otsu(image) == label).mean() > 0.95
+
+
+def test_dice_rows_match_the_dice_of_score_rows():
+    from types import SimpleNamespace
+
+    from ldseg_suite.tasks import segmentation as seg
+
+    rng = np.random.default_rng(1)
+    for kind, shape in (("2d", (20, 20)), ("2d+t", (12, 12, 3)), ("3d", (10, 10, 6))):
+        cfg = SimpleNamespace(Data=SimpleNamespace(Classes=3, Kind=kind))
+        label = rng.integers(0, 3, shape)
+        case = SimpleNamespace(name="c", label=label, geometry=SimpleNamespace(spacing=(1.0,) * len(shape)))
+        pred = np.where(rng.random(shape) < 0.8, label, rng.integers(0, 3, shape))
+        expected = [row["dice"] for row in seg.score_rows(cfg, case, pred)]
+        np.testing.assert_allclose(seg.dice_rows(cfg, case, pred), expected)
