@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 from skimage.filters import threshold_multiotsu
@@ -53,4 +54,16 @@ def otsu_for(train_reader, classes: int) -> Otsu:
     ``train_reader`` (a ``CaseReader``; at most ``OTSU_TRAINING_CASES`` of them, evenly spaced), read as stored."""
     paths = [p for p in train_reader.paths if p.label is not None]
     picked = paths[::math.ceil(len(paths) / OTSU_TRAINING_CASES)] if paths else []
-    return Otsu(classes).fit((case.image, case.label) for case in map(train_reader.load, picked))
+    return Otsu(classes).fit(pair for pair in map(lambda p: _readable(train_reader, p), picked) if pair)
+
+
+def _readable(reader, paths):
+    """(image, label) of one training case, or None (reported on stderr) when it cannot be read: one bad case
+    does not stop the scoring of the others."""
+    try:
+        case = reader.load(paths)
+    except Exception as exc:  # noqa: BLE001 - reported, the baseline is learnt on the other cases
+        print(f"Otsu baseline: skipped {paths.image}: {str(exc).splitlines()[0] if str(exc) else exc!r}",
+              file=sys.stderr, flush=True)
+        return None
+    return case.image, case.label

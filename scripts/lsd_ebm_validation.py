@@ -83,7 +83,7 @@ def fit(args) -> None:
     model = shapes.build_model(cfg)
     shapes.init_backbone(model, cfg)
     x = encoder_inputs(cfg, data["train"], bool(args.backbone))
-    x = np.concatenate([x, x[:, ::-1]])  # x-flips, as the training's augmentation
+    x = np.concatenate([x, x[:, ::-1]])  # + flips along the first axis (training flips every axis)
     mean, logvar = (np.concatenate(a) for a in zip(*[model.encode(x[i:i + 32]) for i in range(0, len(x), 32)]))
     std = np.exp(0.5 * np.asarray(logvar))
     mean = np.asarray(mean)

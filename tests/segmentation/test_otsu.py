@@ -50,3 +50,25 @@ def test_dice_rows_match_the_dice_of_score_rows():
         pred = np.where(rng.random(shape) < 0.8, label, rng.integers(0, 3, shape))
         expected = [row["dice"] for row in seg.score_rows(cfg, case, pred)]
         np.testing.assert_allclose(seg.dice_rows(cfg, case, pred), expected)
+
+
+def test_an_unreadable_training_case_is_skipped_not_fatal(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from ldseg_suite.baselines import otsu_for
+
+    good = [_case(s, dark_foreground=True) for s in range(2)]
+
+    class Reader:  # a CaseReader's paths / load, the second case corrupt
+        paths = [SimpleNamespace(image=tmp_path / f"c{k}.png", label=tmp_path / f"c{k}_label.png") for k in range(3)]
+
+        def load(self, p):
+            if p.image.name == "c1.png":
+                raise ValueError("truncated file")
+            image, label = good[0 if p.image.name == "c0.png" else 1]
+            return SimpleNamespace(image=image, label=label)
+
+    otsu = otsu_for(Reader(), 2)
+    assert list(otsu.mapping) == [1, 0]  # dark foreground learnt from the two readable cases
+    err = capsys.readouterr().err
+    assert "skipped" in err and "c1.png" in err and "truncated file" in err
