@@ -219,6 +219,33 @@ def score(args) -> None:
     print(f"{args.name}: Dice {dice.mean():.4f} over {len(dice)} shapes ({time.time() - start:.0f} s) -> {out}")
 
 
+def recon(args) -> None:
+    """One method of a shipped config (--cfg; omitted: the upsampling baseline), reconstructed exactly as
+    ``--mode compare`` does (its [Reconstruct] and weights; --set overrides), on the shapes ``--mode compare`` of
+    --task scores with [Compare] Split = --split."""
+    from ldseg_suite import config, sections
+    from ldseg_suite.tasks import shape_compare, shapes
+
+    task = config.load(Path(args.task), sections.schema_for, [f"Compare.Split={args.split}"])
+    _, names, target, observed, thick = shape_compare.scored_shapes(task, splits(task))
+    start = time.time()
+    if not args.cfg:
+        pred = shapes.upsampling_baseline(thick[..., 0])
+    else:
+        cfg = config.load(Path(args.cfg), sections.schema_for, list(args.set))
+        model = shapes.build_model(cfg)
+        shapes.load_model_weights(model, cfg, Path(args.weights or cfg.Output.Weights), "--weights")
+        if args.zero:
+            zero_energy(model)
+        pred = shapes.reconstruct(model, cfg, thick, observed) > 0.5
+    truth = target > 0.5
+    dice = 2 * (pred & truth).sum((1, 2, 3)) / (pred.sum((1, 2, 3)) + truth.sum((1, 2, 3)))
+    out = Path(args.results)
+    pd.DataFrame({"variant": args.name, "shape": names, "dice": dice}).to_csv(
+        out, mode="a", header=not out.is_file(), index=False)
+    print(f"{args.name}: Dice {dice.mean():.4f} over {len(dice)} shapes ({time.time() - start:.0f} s) -> {out}")
+
+
 def pairs(args) -> None:
     from scipy import stats
 
@@ -257,13 +284,21 @@ def main(argv=None) -> None:
     s.add_argument("--noise", type=float, default=0.0)
     s.add_argument("--start-noise", type=float, default=1.0)
     s.add_argument("--chains", type=int, default=1)
+    r = sub.add_parser("recon", help="score one method of a config as --mode compare reconstructs it")
+    r.add_argument("name")
+    r.add_argument("--cfg", help="the method's config (omit: the upsampling baseline)")
+    r.add_argument("--task", default="cfg/vertebra_gen_lsd_ebm.ini", help="config whose [Compare] shapes are scored")
+    r.add_argument("--split", choices=("val", "test"), default="val")
+    r.add_argument("--weights", help="weights instead of the config's [Output] Weights")
+    r.add_argument("--zero", action="store_true", help="the same chain with the learnt energy set to zero")
+    r.add_argument("--set", action="append", default=[], help="a config override, SECTION.KEY=VALUE")
     p = sub.add_parser("pairs", help="paired tests of two scored variants")
     p.add_argument("a")
     p.add_argument("b")
-    for q in (s, p):
+    for q in (s, r, p):
         q.add_argument("--results", default="runs/lsd_ebm_validation.csv")
     args = parser.parse_args(argv)
-    {"fit": fit, "score": score, "pairs": pairs}[args.command](args)
+    {"fit": fit, "score": score, "recon": recon, "pairs": pairs}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -29,3 +29,17 @@ def test_chain_samples_the_target_and_does_not_retrace():
     again = sampler(tf.zeros((4000, 1)), None, seed=1)["x"].numpy()
     np.testing.assert_array_equal(x, again)
     assert sampler.tracing_count == 1
+
+
+def test_next_seed_moves_with_the_generator_counter():
+    """The latent and pixel EBMs draw their training noise with stateless ops seeded by ``next_seed``: every call
+    must give a new seed (the generator's seed alone, ``next()[0]``, repeated the same noise at every step)."""
+    import keras
+
+    from ldseg_suite.diffusion.langevin import next_seed
+
+    gen = keras.random.SeedGenerator(3)
+    seeds = [int(next_seed(gen)) for _ in range(5)]
+    assert len(set(seeds)) == 5
+    other = keras.random.SeedGenerator(4)
+    assert int(next_seed(other)) not in seeds

@@ -266,3 +266,112 @@ def test_frechet_distance_of_gaussians_matches_the_closed_form():
     assert frechet_distance(a, b) == pytest.approx(8.0, rel=0.03)
     assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
     assert frechet_distance(a, b) == pytest.approx(frechet_distance(b, a), rel=1e-6)
+
+
+def _score_matching_model(**kw):
+    keras.utils.set_random_seed(0)
+    return tiny(ShapeLSDEBM, langevin_steps=2, segments=4, train_backbone=False, objective="score_matching",
+                energy_hidden=32, energy_activation="silu", **kw)
+
+
+def test_score_matching_of_the_zero_energy_on_standard_normal_latents_is_exact():
+    """With E = 0 the marginal energy is |z|^2 / 2, exact for u0 ~ N(0, I) at every segment (z_t ~ N(0, I) too), and
+    the loss |sqrt(v) z_t - eps|^2 then has the expectation d (1 - v_t) by hand."""
+    model = _score_matching_model()
+    for w in model.energy.weights:
+        w.assign(np.zeros(w.shape, "float32"))
+    rng = np.random.default_rng(0)
+    n, d = 20000, 6
+    u0, eps = (tf.constant(rng.standard_normal((n, d)), tf.float32) for _ in range(2))
+    for t in range(4):
+        loss = model.score_matching_loss(u0, tf.fill((n,), t), eps).numpy().mean()
+        v = max(1 - float(model.alpha_bar[t]), 0.05 ** 2)
+        assert loss == pytest.approx(d * (1 - v), rel=0.03), (t, loss, d * (1 - v))
+    # the marginal energy is the chain energy's z_t-only part: the tether to z_{t+1} is all the rest
+    z, z_next = (tf.constant(rng.standard_normal((3, d)), tf.float32) for _ in range(2))
+    t = tf.constant([0, 1, 3])
+    beta = tf.gather(model.beta, t)[:, None]
+    y = tf.sqrt(1 - beta) * z
+    tether = 0.5 * tf.reduce_sum((z_next - y) ** 2, -1) / beta[:, 0]
+    np.testing.assert_allclose(model.marginal_energy(z, t), model.chain_energy(y, (z_next, t)) - tether, rtol=1e-5)
+
+
+def test_score_matching_learns_what_the_standard_gaussian_misses():
+    """Latents far from N(0, I) (u0 ~ N(1.5, 0.3^2) per dimension): a few hundred Adam steps take the held-out loss
+    most of the way from the zero energy's to the optimum, which is known here: z_t is Gaussian with variance
+    r + v (r = (1 - v) 0.3^2), and the best loss is d r / (r + v) per example."""
+    model = _score_matching_model()
+    rng = np.random.default_rng(1)
+
+    def draw(n):
+        u0 = 1.5 + 0.3 * rng.standard_normal((n, 6))
+        return (tf.constant(u0, tf.float32), tf.constant(rng.integers(0, 4, n), tf.int32),
+                tf.constant(rng.standard_normal((n, 6)), tf.float32))
+
+    held_out = draw(4000)
+    opt = keras.optimizers.Adam(3e-3)
+    for _ in range(300):
+        batch_ = draw(256)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(model.score_matching_loss(*batch_))
+        grads = tape.gradient(loss, model.energy.trainable_variables)
+        opt.apply_gradients([(g, v) for g, v in zip(grads, model.energy.trainable_variables) if g is not None])
+    fitted = float(tf.reduce_mean(model.score_matching_loss(*held_out)))
+    for w in model.energy.weights:
+        w.assign(np.zeros(w.shape, "float32"))
+    zero = float(tf.reduce_mean(model.score_matching_loss(*held_out)))
+    v = np.maximum(1 - model.alpha_bar.numpy()[:-1], 0.05 ** 2)[held_out[1].numpy()]
+    r = (1 - v) * 0.3 ** 2
+    best = float(np.mean(6 * r / (r + v)))
+    assert best < fitted < zero - 0.8 * (zero - best), (best, fitted, zero)
+
+
+def test_score_matching_train_step_draws_several_posterior_samples_and_trains_the_energy_only():
+    import warnings
+
+    model = _score_matching_model(score_samples=5, standardize=True)
+    assert model.posterior_draws == 5 and tiny(ShapeLSDEBM, segments=4).posterior_draws == 1
+    fixed = [v.numpy().copy() for v in model.backbone_weights()]
+    energy = [v.numpy().copy() for v in model.energy.trainable_variables]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        logs = model.train_on_batch(*batch(3), return_dict=True)
+    assert not [w for w in caught if "Gradients do not exist" in str(w.message)]  # the output bias: zero gradient
+    assert np.isfinite(logs["ebm_loss"]) and float(model.standardizer.count) == 1
+    assert all(np.array_equal(a, v.numpy()) for a, v in zip(fixed, model.backbone_weights()))
+    changed = [not np.array_equal(a, v.numpy()) for a, v in zip(energy, model.energy.trainable_variables)]
+    assert sum(changed) == len(changed) - 1  # all but the output bias, a constant of the energy
+    with pytest.raises(ValueError, match="objective"):
+        tiny(ShapeLSDEBM, segments=4, objective="maximum_likelihood")
+
+
+def test_lsd_ebm_denoised_data_term_fits_the_slices_and_differs_from_the_noisy_one():
+    """[Reconstruct] DataTerm = denoised decodes sqrt(alpha_bar_t) z_t in the data term: it lowers the data residual
+    like the noisy term, but is not the same chain."""
+    keras.utils.set_random_seed(0)
+    model = tiny(ShapeLSDEBM, langevin_steps=2, segments=20)
+    x, _ = batch(2)
+    op = SliceAverage(4, axis=-2)
+    y = op.forward(x)
+
+    def run(term):
+        return model.posterior_refine(x, y, op.forward, steps=20, step_size=0.05, weight=10.0, noise=0.0, start=3,
+                                      data_term=term)
+
+    def residual(z):
+        return float(tf.reduce_sum((op.forward(tf.sigmoid(model.decode(z, x))) - y) ** 2))
+
+    noisy, denoised = run("noisy"), run("denoised")
+    assert residual(denoised) < residual(model.encode(x)[0])
+    assert not np.allclose(noisy.numpy(), denoised.numpy())
+    with pytest.raises(ValueError, match="data term"):
+        run("clean")
+
+
+def test_training_noise_is_fresh_at_every_step():
+    """Two train steps on the same batch draw different posterior noise, segments and diffusion noise."""
+    model = _score_matching_model(score_samples=3)
+    u = tf.zeros((6, 6))
+    first, second = model.prior_inputs(u), model.prior_inputs(u)
+    assert not np.array_equal(first[2].numpy(), second[2].numpy())
+    assert not np.array_equal(model._noise(u, 1).numpy(), model._noise(u, 1).numpy())

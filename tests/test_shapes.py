@@ -197,3 +197,52 @@ def test_shipped_lsd_ebm_chain_stays_in_the_posterior_range_and_beats_upsampling
     base = [metrics.dice(b, t > 0.5) for b, t in zip(shape_task.upsampling_baseline(thick[..., 0]), target)]
     print("dice", np.round(ours, 3), "upsampling", np.round(base, 3))
     assert all(o > b + 0.03 for o, b in zip(ours, base))
+
+
+def test_generative_task_encoder_on_full_masks_score_matching_energy_and_denoised_data_term(tmp_path, capsys):
+    """[Model] EncoderInput = full trains the encoder on the full-resolution masks (the thick slices only at
+    reconstruction); an LSD-EBM fitted by score matching on that backbone trains, infers with the denoised data
+    term, and the configs that cannot work are refused in one line."""
+    from ldseg_suite import config, sections
+
+    root = tmp_path / "vert"
+    for k, m in enumerate(shapes.make_vertebrae(6, 16, seed=0)):
+        readers.write_nifti(root / "images" / f"v{k}.nii.gz", m, np.eye(4))
+    vae, lsd = tmp_path / "vae.ini", tmp_path / "lsd.ini"
+    full = "InputSkip = false\nEncoderInput = full\n"
+    _write_cfg(vae, "vae", root)
+    vae.write_text(vae.read_text().format(weights="").replace("Levels = 2\n", "Levels = 2\n" + full))
+    _write_cfg(lsd, "lsd_ebm", root, "[Diffusion]\nSegments = 4\n")
+    backbone = tmp_path / "vae" / "model.weights.h5"
+    lsd.write_text(lsd.read_text().format(backbone=backbone, weights="")
+                   .replace("Levels = 2\n", "Levels = 2\n" + full)
+                   .replace("TrainBackbone = false\n", "TrainBackbone = false\nStandardize = true\nObjective = "
+                            "score_matching\nEnergyActivation = silu\nScoreSamples = 3\n")
+                   .replace("Steps = 2\n", "Steps = 2\nStart = 2\nDataTerm = denoised\nDataWeight = 10\n"))
+    cfg = config.load(vae, sections.schema_for)
+    part = type("Part", (), {"images": np.stack(shapes.make_vertebrae(2, 16, seed=3))[..., None]})()
+    inputs, target = shape_task.training_pairs(cfg, part)
+    np.testing.assert_array_equal(inputs[..., 0], target)  # the full masks, not their thick slices
+    thick = shape_task.training_pairs(cfg.replace("Model", EncoderInput="thick"), part)[0]
+    assert not np.array_equal(thick, inputs)
+    assert cli.main(["--cfg", str(vae), "--mode", "train", "--out", str(tmp_path / "vae")]) == 0
+    assert cli.main(["--cfg", str(lsd), "--mode", "train", "--out", str(tmp_path / "lsd")]) == 0
+    assert "ebm_loss" in capsys.readouterr().out
+    assert cli.main(["--cfg", str(lsd), "--mode", "infer", "--out", str(tmp_path / "lsd")]) == 0
+    table = pd.read_csv(tmp_path / "lsd" / "metrics.csv")
+    assert set(table.method) == {"lsd_ebm", "upsampling"} and table.dice.notna().all()
+    bad = {"Model.InputSkip=true": "EncoderInput = full needs InputSkip = false",
+           "Prior.EnergyActivation=leaky_relu": "needs EnergyActivation = silu",
+           "Prior.TrainBackbone=true": "needs TrainBackbone = false"}
+    for setting, message in bad.items():
+        capsys.readouterr()
+        assert cli.main(["--cfg", str(lsd), "--mode", "train", "--out", str(tmp_path / "bad"), "--set", setting]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    lebm = tmp_path / "lebm.ini"
+    _write_cfg(lebm, "lebm", root)
+    lebm.write_text(lebm.read_text().format(backbone=backbone, weights="").replace(
+        "TrainBackbone = false\n", "TrainBackbone = false\nObjective = score_matching\n"))
+    assert cli.main(["--cfg", str(lebm), "--mode", "train", "--out", str(tmp_path / "bad")]) == 2
+    assert "only for Method = lsd_ebm" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

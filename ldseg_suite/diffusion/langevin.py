@@ -10,6 +10,13 @@ from __future__ import annotations
 import tensorflow as tf
 
 
+def next_seed(generator):
+    """A fresh int32 seed for stateless ops from a ``keras.random.SeedGenerator``: its state is (seed, counter)
+    and only the counter moves, so the seed alone (``next()[0]``) would repeat the same noise at every step."""
+    state = tf.cast(generator.next(), tf.int64)
+    return tf.cast((state[0] * 1000003 + state[1]) % 2147483647, tf.int32)
+
+
 class LangevinSampler:
     """``sampler(x0, cond, seed, scale) -> {"x": final, "trajectory": (steps, ...) if capture}``;
     ``energy_fn(x, cond)`` returns one energy per example; ``cond`` may be a tuple of tensors.

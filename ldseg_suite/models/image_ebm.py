@@ -11,7 +11,7 @@ import keras
 import tensorflow as tf
 from keras import layers, ops
 
-from ldseg_suite.diffusion.langevin import LangevinSampler
+from ldseg_suite.diffusion.langevin import LangevinSampler, next_seed
 from ldseg_suite.nets.layers import PKG
 
 
@@ -57,7 +57,7 @@ class PixelEBM(keras.Model):
         return self.head(ops.mean(h, axis=(1, 2)))[:, 0]
 
     def _seed(self):
-        return tf.cast(self.seed_generator.next()[0], tf.int32)
+        return next_seed(self.seed_generator)
 
     def negatives(self, n):
         """Langevin samples from the buffer (fresh noise with probability ``reinit``); updates the buffer."""

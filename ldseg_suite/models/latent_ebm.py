@@ -14,6 +14,8 @@ Both keep the VAE's encoder (input -> q(z | x)) and decoder (z -> logits) and ad
   N((1 - beta) z_{t+1}, beta (1 - beta) I), so a flat E leaves the chain where it starts. (E / beta keeps
   the energy as strong as the Gaussian terms.) Sampling runs the conditional chains from T down to 0.
   Trained jointly, the backbone's prior term adds the first segment's learnt energy, E(sqrt(1 - beta_1) z, 0) / beta_1.
+  With ``objective = "score_matching"`` the same E, in the same chain, is fitted instead by denoising score matching
+  of the chain's marginal energy per segment (``marginal_energy``; no Langevin chains in training).
 
 With ``standardize`` the energy and the diffusion work on u = (z - shift) / scale per latent dimension
 (``LatentStandardizer``: shift and scale are the running mean and std of the training posterior samples,
@@ -35,21 +37,31 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-from ldseg_suite.diffusion.langevin import LangevinSampler
+from ldseg_suite.diffusion.langevin import LangevinSampler, next_seed
 from ldseg_suite.models.vae import ShapeVAE
 from ldseg_suite.nets.layers import PKG, TimestepEmbedding
 
 FINAL_ALPHA_BAR = 0.01
 LINEAR_BETA_1 = 0.01
+OBJECTIVES = ("recovery_likelihood", "score_matching")
+DATA_TERMS = ("noisy", "denoised")
+ACTIVATIONS = ("leaky_relu", "silu")
 
 
 @keras.saving.register_keras_serializable(PKG)
 class LatentEnergy(layers.Layer):
-    """MLP energy E(z) -> (batch,), or E(z, t) when ``segments`` > 0 (t embedded and added per layer)."""
+    """MLP energy E(z) -> (batch,), or E(z, t) when ``segments`` > 0 (t embedded and added per layer).
 
-    def __init__(self, hidden: int = 200, depth: int = 3, segments: int = 0, **kwargs):
+    ``activation``: leaky_relu (slope 0.2) or silu. With leaky ReLU E is piecewise linear in z, so its gradient dE/dz
+    is piecewise constant and does not depend on the biases or on t's embedding (both only shift the pieces):
+    an objective on dE/dz alone (score matching) cannot train them. silu is smooth."""
+
+    def __init__(self, hidden: int = 200, depth: int = 3, segments: int = 0, activation: str = "leaky_relu",
+                 **kwargs):
         super().__init__(**kwargs)
-        self.hidden, self.depth, self.segments = hidden, depth, segments
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r} (expected one of {', '.join(ACTIVATIONS)})")
+        self.hidden, self.depth, self.segments, self.activation = hidden, depth, segments, activation
         self.dense = [layers.Dense(hidden) for _ in range(depth)]
         self.out = layers.Dense(1)
         self.t_embed = TimestepEmbedding(32) if segments else None
@@ -74,11 +86,12 @@ class LatentEnergy(layers.Layer):
             h = d(h)
             if emb is not None:
                 h = h + self.t_proj[k](emb)
-            h = ops.leaky_relu(h, 0.2)
+            h = ops.leaky_relu(h, 0.2) if self.activation == "leaky_relu" else ops.silu(h)
         return self.out(h)[:, 0]
 
     def get_config(self):
-        return {**super().get_config(), "hidden": self.hidden, "depth": self.depth, "segments": self.segments}
+        return {**super().get_config(), "hidden": self.hidden, "depth": self.depth, "segments": self.segments,
+                "activation": self.activation}
 
 
 @keras.saving.register_keras_serializable(PKG)
@@ -144,15 +157,18 @@ class _LatentPriorVAE(ShapeVAE):
     """Shared parts: the energy, and a train_step that updates backbone and energy from their own losses."""
 
     segments = 0
+    posterior_draws = 1  # posterior samples per shape and step for the energy's loss
 
     def __init__(self, *args, energy_hidden: int = 200, langevin_steps: int = 30, langevin_step_size: float = 0.1,
                  train_backbone: bool = True, standardize: bool = False, grad_penalty: float = 0.0,
-                 whiten: bool = False, **kwargs):
+                 whiten: bool = False, energy_activation: str = "leaky_relu", **kwargs):
         super().__init__(*args, **kwargs)
         self.hp.update(dict(energy_hidden=energy_hidden, langevin_steps=langevin_steps,
                             langevin_step_size=langevin_step_size, train_backbone=train_backbone,
-                            standardize=standardize, grad_penalty=grad_penalty, whiten=whiten))
-        self.energy = LatentEnergy(energy_hidden, segments=self.segments, name="energy")
+                            standardize=standardize, grad_penalty=grad_penalty, whiten=whiten,
+                            energy_activation=energy_activation))
+        self.energy = LatentEnergy(energy_hidden, segments=self.segments, activation=energy_activation,
+                                   name="energy")
         self.standardizer = LatentStandardizer(full=whiten, name="standardizer") if standardize or whiten else None
         for k in ("ebm_loss", "e_pos", "e_neg", "grad_sq"):
             self.trackers[k] = keras.metrics.Mean(name=k)
@@ -188,7 +204,7 @@ class _LatentPriorVAE(ShapeVAE):
         return u if self.standardizer is None else self.standardizer.inverse(u)
 
     def _seed(self):
-        return tf.cast(self.seed_generator.next()[0], tf.int32)
+        return next_seed(self.seed_generator)
 
     def _noise(self, like, tag: int):
         return tf.random.stateless_normal(tf.shape(like), tf.stack([self._seed(), tag]))
@@ -196,17 +212,20 @@ class _LatentPriorVAE(ShapeVAE):
     def train_step(self, data):
         x = keras.utils.unpack_x_y_sample_weight(data)[0]
         mean, logvar = self.encode(x, training=False)
+        if self.posterior_draws > 1:  # several posterior samples per shape for the energy (one encoder pass)
+            mean, logvar = (ops.repeat(a, self.posterior_draws, axis=0) for a in (mean, logvar))
         z_post = tf.stop_gradient(mean + ops.exp(0.5 * logvar) * self._noise(mean, 1))
         if self.standardizer is not None:
             self.standardizer.update(z_post)
-        z_pos, z_neg, t = self.contrastive_pairs(self.to_unit(z_post))
+        inputs = self.prior_inputs(self.to_unit(z_post))  # outside the tape: no gradient through the chains
         train_backbone = self.hp["train_backbone"]
         with tf.GradientTape(persistent=True) as tape:
             if train_backbone:
                 loss, parts = self._loss_terms(data, training=True)
-            ebm_loss, ebm_logs = self.energy_loss(z_pos, z_neg, t)
-        grads = dict(zip(map(id, self.energy.trainable_variables),
-                         tape.gradient(self.optimizer.scale_loss(ebm_loss), self.energy.trainable_variables)))
+            ebm_loss, ebm_logs = self.prior_loss(*inputs)
+        energy_vars = self.energy.trainable_variables
+        grads = {id(v): ops.zeros_like(v) if g is None else g  # None: a weight the loss does not see (a constant)
+                 for v, g in zip(energy_vars, tape.gradient(self.optimizer.scale_loss(ebm_loss), energy_vars))}
         if train_backbone:
             backbone = [w for w in self.backbone_weights() if w.trainable]
             grads.update(zip(map(id, backbone), tape.gradient(self.optimizer.scale_loss(loss), backbone)))
@@ -216,6 +235,13 @@ class _LatentPriorVAE(ShapeVAE):
         if not train_backbone:
             parts = {"loss": ebm_loss}
         return self._update({**parts, **ebm_logs})
+
+    def prior_inputs(self, u_post):
+        """What the energy's loss needs besides its weights (contrastive divergence: positives, negatives, t)."""
+        return self.contrastive_pairs(u_post)
+
+    def prior_loss(self, *inputs):
+        return self.energy_loss(*inputs)
 
     def energy_loss(self, z_pos, z_neg, t):
         """(loss, logs): contrastive divergence E(positives) - E(negatives), plus a small penalty that keeps
@@ -315,7 +341,10 @@ def beta_schedule(kind: str, segments: int) -> np.ndarray:
 @keras.saving.register_keras_serializable(PKG)
 class ShapeLSDEBM(_LatentPriorVAE):
     def __init__(self, *args, segments: int = 20, energy_scale: str = "inverse_beta", schedule: str = "constant",
+                 objective: str = "recovery_likelihood", score_samples: int = 16, score_min_noise: float = 0.05,
                  **kwargs):
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r} (expected one of {', '.join(OBJECTIVES)})")
         self.segments = segments
         self.scale_by_beta = energy_scale == "inverse_beta"
         beta = beta_schedule(schedule, segments)
@@ -323,7 +352,15 @@ class ShapeLSDEBM(_LatentPriorVAE):
         self.alpha_bar = tf.constant(np.concatenate([[1.0], np.cumprod(1 - beta.astype(np.float64))]),
                                      tf.float32)                                    # of z_t, t = 0..T
         super().__init__(*args, **kwargs)
-        self.hp.update(dict(segments=segments, energy_scale=energy_scale, schedule=schedule))
+        self.hp.update(dict(segments=segments, energy_scale=energy_scale, schedule=schedule, objective=objective,
+                            score_samples=score_samples, score_min_noise=score_min_noise))
+        if objective == "score_matching":  # each with its own segment and noise
+            self.posterior_draws = score_samples
+            self.trackers["sm_gauss"] = keras.metrics.Mean(name="sm_gauss")
+        # Score matching: the noise variance of each segment's diffused latent, floored for segment 0 (whose
+        # marginal is the data's own) so that its score is defined: the floor is the smallest scale of detail the
+        # prior can learn (a kernel width: too small, and a few hundred shapes are learnt by heart).
+        self.score_var = ops.maximum(1 - self.alpha_bar[:-1], score_min_noise ** 2)
 
     def chain_energy(self, y, cond):
         """-log p(y | z_{t+1}) + const with cond = (z_{t+1}, t): the learnt E(y, t) / beta_{t+1} on top of the
@@ -356,6 +393,50 @@ class ShapeLSDEBM(_LatentPriorVAE):
         y_neg = self.train_chain(start, (z_next, t), self._seed(), ops.sqrt(beta))["x"]
         return y_pos, tf.stop_gradient(y_neg), t
 
+    def prior_inputs(self, u_post):
+        if self.hp["objective"] != "score_matching":
+            return self.contrastive_pairs(u_post)
+        t = tf.random.stateless_uniform(tf.shape(u_post)[:1], tf.stack([self._seed(), 6]), 0, self.segments,
+                                        dtype=tf.int32)
+        return u_post, t, self._noise(u_post, 7)
+
+    def prior_loss(self, *inputs):
+        if self.hp["objective"] != "score_matching":
+            return self.energy_loss(*inputs)
+        loss = ops.mean(self.score_matching_loss(*inputs))
+        return loss, {"ebm_loss": loss}
+
+    def test_step(self, data):
+        """Score matching: the held-out loss of the learnt energy (val_ebm_loss) beside that of the zero energy, the
+        standardised Gaussian (val_sm_gauss). The learnt prior generalises only while it is the lower; the fixed
+        backbone's own losses would not change."""
+        if self.hp["objective"] != "score_matching":
+            return super().test_step(data)
+        x = keras.utils.unpack_x_y_sample_weight(data)[0]
+        mean, logvar = (ops.repeat(a, self.posterior_draws, axis=0) for a in self.encode(x, training=False))
+        inputs = self.prior_inputs(self.to_unit(mean + ops.exp(0.5 * logvar) * self._noise(mean, 1)))
+        return self._update({"ebm_loss": self.score_matching_loss(*inputs),
+                             "sm_gauss": self.score_matching_loss(*inputs, learnt=False)})
+
+    def marginal_energy(self, z, t):
+        """M(z_t, t) = |z|^2 / 2 + E(sqrt(1 - beta_{t+1}) z, t) / beta_{t+1} (``energy_scale``): the terms of
+        segment t's conditional energy (``chain_energy``) that depend on z_t alone, i.e. the chain's model of the
+        marginal -log p(z_t) + const (the tether to z_{t+1} is the forward diffusion's own)."""
+        beta = ops.take(self.beta, t)
+        return 0.5 * ops.sum(z ** 2, axis=-1) + self.energy(ops.sqrt(1 - beta)[:, None] * z, t) * self.energy_scale(t)
+
+    def score_matching_loss(self, u0, t, eps, learnt: bool = True):
+        """Denoising score matching of ``marginal_energy`` per example: z_t = sqrt(1 - v_t) u0 + sqrt(v_t) eps
+        (v_t = 1 - alpha_bar_t, at least score_min_noise^2), loss |sqrt(v_t) dM/dz_t - eps|^2 (Vincent 2011), a
+        regression without Langevin chains; the zero energy (M = |z|^2 / 2, the standardised Gaussian; ``learnt``
+        false) is its baseline."""
+        v = ops.take(self.score_var, t)[:, None]
+        z = ops.sqrt(1 - v) * u0 + ops.sqrt(v) * eps
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            m = self.marginal_energy(z, t) if learnt else 0.5 * ops.sum(z ** 2, axis=-1)
+        return ops.sum((ops.sqrt(v) * tape.gradient(m, z) - eps) ** 2, axis=-1)
+
     def reverse(self, chain, z, start: int, seed: int = 0, obs=(), start_noise: float = 1.0):
         """Conditional Langevin from segment ``start`` down to 0: (z_0, latents (start + 1, n, dim)). Each chain
         starts from y | z_{t+1} under the N(0, I) base, as in training (its noise scaled by ``start_noise``)."""
@@ -377,21 +458,29 @@ class ShapeLSDEBM(_LatentPriorVAE):
         return self.from_unit(z), (self.from_unit(path) if capture else None)
 
     def posterior_refine(self, x, y_obs, observe, steps: int, step_size: float, weight: float,
-                         noise: float = 1.0, seed: int = 0, start: int | None = None, start_noise: float = 1.0):
+                         noise: float = 1.0, seed: int = 0, start: int | None = None, start_noise: float = 1.0,
+                         data_term: str = "noisy"):
         """Diffuse the encoder's mean to segment ``start`` (default T // 4, at least 1), then denoise segment
-        by segment with conditional Langevin plus data consistency on each z_t = y / sqrt(1 - beta).
+        by segment with conditional Langevin plus data consistency on each z_t = y / sqrt(1 - beta)
+        (``data_term`` noisy) or on sqrt(alpha_bar_t) z_t, the mean of z_0 given z_t under the N(0, I) base
+        (denoised: the decoder sees a latent of the data's scale at every segment, after DPS, Chung et al. 2023).
         ``start_noise`` scales the noise of that diffusion and of each segment's initial draw (1 = as in
         training; 0 = deterministic, the encoder's mean shrunk as the diffusion's mean)."""
+        if data_term not in DATA_TERMS:
+            raise ValueError(f"unknown data term {data_term!r} (expected one of {', '.join(DATA_TERMS)})")
         start = max(1, self.segments // 4) if start is None else min(start, self.segments)
         def make():
             fit = self.data_energy(observe, weight)
 
             def energy(y, cond):
-                beta = ops.take(self.beta, cond[1])
-                return self.chain_energy(y, cond) + fit(y / ops.sqrt(1 - beta)[:, None], cond[2], cond[3])
+                t = cond[1]
+                z = y / ops.sqrt(1 - ops.take(self.beta, t))[:, None]
+                if data_term == "denoised":
+                    z = z * ops.sqrt(ops.take(self.alpha_bar, t))[:, None]
+                return self.chain_energy(y, cond) + fit(z, cond[2], cond[3])
             return LangevinSampler(energy, steps, step_size, noise)
 
-        chain = self.cached_chain((observe, steps, step_size, weight, noise), make)
+        chain = self.cached_chain((observe, steps, step_size, weight, noise, data_term), make)
         mean = self.to_unit(self.encode(x)[0])
         ab = float(self.alpha_bar[start])
         z = ab ** 0.5 * mean + start_noise * (1 - ab) ** 0.5 * tf.random.stateless_normal(tf.shape(mean), [seed, 11])

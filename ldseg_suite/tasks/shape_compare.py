@@ -17,7 +17,8 @@ from ldseg_suite.tasks.common import atomic_csv
 from ldseg_suite.tasks.shapes import METRICS, build_model, masks_and_inputs, reconstruct, score, summary_table
 from ldseg_suite.viz.plots import plt, save_figure
 
-SAME = (("Data", "Root"), ("Data", "Size"), ("Data", "Split"), ("Run", "Seed"), ("ThickSlice", "Factor"))
+SAME = (("Data", "Root"), ("Data", "Size"), ("Data", "Split"), ("Run", "Seed"), ("ThickSlice", "Factor"),
+        ("Model", "EncoderInput"))
 
 
 def other_model(cfg, key: str):
@@ -195,14 +196,14 @@ def chain_stats(path: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def compare_latent(cfg, data, run_dir: Path) -> None:
     """PCA of posterior latents against prior samples for LEBM and LSD-EBM; latent statistics per step."""
-    thick = masks_and_inputs(cfg, data["train"])[2]
+    inputs = shapes.training_pairs(cfg, data["train"])[0]  # what the encoder saw in training
     n = cfg.Compare.Samples
     models = {"LEBM": other_model(cfg, "LEBM")[1], "LSD-EBM": own_model(cfg, run_dir)}
     fig, axes = plt.subplots(1, 2, figsize=(9, 4))
     stats_fig, stats_axes = plt.subplots(1, 2, figsize=(9, 3.2))
     rows = []
     for ax, (label, model) in zip(axes, models.items()):
-        posterior = np.concatenate([np.asarray(model.encode(thick[i:i + 4])[0]) for i in range(0, len(thick), 4)])
+        posterior = np.concatenate([np.asarray(model.encode(inputs[i:i + 4])[0]) for i in range(0, len(inputs), 4)])
         samples, path = model.sample_latents(n, seed=cfg.Run.Seed, capture=True)
         project = pca_2d(posterior)
         p, s = project(posterior), project(samples)

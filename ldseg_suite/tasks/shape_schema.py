@@ -21,6 +21,11 @@ class Model:
     Beta: float = field(1.0, min=0.0, help="weight of the KL term (per voxel)")
     InputSkip: bool = field(True, help="the decoder's last stage sees the upsampled thick-slice input and "
                                        "corrects its logits (false: the latent alone codes the shape)")
+    EncoderInput: str = field("thick", choices=("thick", "full"),
+                              help="what the encoder sees in training: thick = the thick-slice input (amortised "
+                                   "reconstruction); full = the full-resolution mask (a generative shape model: at "
+                                   "reconstruction the encoder's mean of the thick-slice input is only the start, "
+                                   "the prior and the data term do the rest; needs InputSkip = false)")
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,21 @@ class Prior:
     Standardize: bool = field(False, help="the energy (and LSD-EBM's diffusion) work on the latent standardised "
                                           "per dimension by the running mean / std of the training posterior "
                                           "samples (false: on the raw latent, as the weights shipped before)")
+    Objective: str = field("recovery_likelihood", choices=("recovery_likelihood", "score_matching"),
+                           help="LSD-EBM: how the energy is fitted: recovery likelihood (contrastive, Langevin "
+                                "negatives per segment) or denoising score matching of each segment's marginal "
+                                "energy |z|^2 / 2 + E(sqrt(1 - beta) z, t) / beta (no chains; the same network and "
+                                "sampler)")
+    EnergyActivation: str = field("leaky_relu", choices=("leaky_relu", "silu"),
+                                  help="the energy MLP's activation; score matching needs silu (with leaky_relu the "
+                                       "gradient dE/dz is piecewise constant and blind to the biases and to t)")
+    ScoreSamples: int = field(16, min=1, help="score matching: posterior samples per shape and step, each with "
+                                              "its own segment and noise (the batch of the fit is BatchSize x "
+                                              "ScoreSamples; the encoder runs once per shape)")
+    ScoreMinNoise: float = field(0.05, min=0.001, max=1.0,
+                                 help="score matching: noise std of segment 0's latent (the standardised latent's "
+                                      "scale is 1): the finest detail the prior learns; too small, and it learns "
+                                      "the training shapes by heart (watch val_ebm_loss against val_sm_gauss)")
     Whiten: bool = field(False, help="the energy (and LSD-EBM's diffusion) work on the whitened latent u = L^-1 (z - "
                                      "mean), L L^T the running covariance of the training posterior samples (so "
                                      "N(0, I) in u is their full-covariance Gaussian fit; replaces Standardize)")
@@ -66,6 +86,9 @@ class Reconstruct:
     StartNoise: float = field(1.0, min=0.0, help="LSD-EBM: scale of the noise in the diffusion of the encoder's "
                                                 "mean to Start and in each segment's initial draw (1 = as in "
                                                 "training; 0 = deterministic)")
+    DataTerm: str = field("noisy", choices=("noisy", "denoised"),
+                          help="LSD-EBM: the data term decodes each segment's z_t (noisy) or sqrt(alpha_bar_t) z_t, "
+                               "the mean of z_0 given z_t under the N(0, I) base (denoised, as in DPS)")
     Chains: int = field(1, min=1, help="posterior chains per shape (different seeds: LSD-EBM's diffused start, "
                                        "the Langevin noise); their decoded probabilities are averaged (1 = one "
                                        "chain; with Noise = 0 LEBM's chains are identical)")
@@ -109,9 +132,23 @@ def _validate(cfg):
     if compare is not None and compare.ExtraShapes and len(set(cfg.Data.Size)) != 1:
         raise LDSegError(f"[Compare] ExtraShapes = {compare.ExtraShapes}: the vertebra generator makes cubes, but "
                          f"[Data] Size = {', '.join(map(str, cfg.Data.Size))}")
+    if cfg.Model.EncoderInput == "full" and cfg.Model.InputSkip:
+        raise LDSegError("[Model] EncoderInput = full needs InputSkip = false (trained on full-resolution masks, the "
+                         "input skip would hand the decoder its own target)")
     prior = getattr(cfg, "Prior", None)
     if prior is not None and not prior.TrainBackbone and not prior.Backbone:
         raise LDSegError("[Prior] TrainBackbone = false needs [Prior] Backbone (the VAE weights to keep fixed)")
+    if prior is not None and prior.Objective == "score_matching":
+        if cfg.Run.Method != "lsd_ebm":
+            raise LDSegError(f"[Prior] Objective = score_matching: only for Method = lsd_ebm (the {cfg.Run.Method} "
+                             f"energy learns by contrastive divergence)")
+        if prior.TrainBackbone:
+            raise LDSegError("[Prior] Objective = score_matching needs TrainBackbone = false (the energy is fitted "
+                             "to a fixed backbone's posterior latents)")
+        if prior.EnergyActivation != "silu":
+            raise LDSegError(f"[Prior] Objective = score_matching needs EnergyActivation = silu, not "
+                             f"{prior.EnergyActivation} (a piecewise-linear energy's gradient cannot learn its biases "
+                             f"or the segment t)")
 
 
 COMMON = {"Run": Run, "Data": Data, "ThickSlice": ThickSlice, "Model": Model}

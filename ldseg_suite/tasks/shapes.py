@@ -41,10 +41,11 @@ def build_model(cfg):
         prior = dict(energy_hidden=p.EnergyHidden, langevin_steps=p.LangevinSteps,
                      langevin_step_size=p.LangevinStepSize, train_backbone=p.TrainBackbone, seed=cfg.Run.Seed,
                      input_skip=m.InputSkip, standardize=p.Standardize, grad_penalty=p.GradPenalty,
-                     whiten=p.Whiten)
+                     whiten=p.Whiten, energy_activation=p.EnergyActivation)
         model = (ShapeLEBM(*args, **prior) if cfg.Run.Method == "lebm"
                  else ShapeLSDEBM(*args, segments=cfg.Diffusion.Segments, energy_scale=p.EnergyScale,
-                                 schedule=cfg.Diffusion.Schedule, **prior))
+                                 schedule=cfg.Diffusion.Schedule, objective=p.Objective,
+                                 score_samples=p.ScoreSamples, score_min_noise=p.ScoreMinNoise, **prior))
     model.build((None, *cfg.Data.Size, 1))
     return model
 
@@ -175,15 +176,22 @@ def run(cfg, mode: str, out: Path, overwrite: bool = False) -> int:
     return 0
 
 
+def training_pairs(cfg, part):
+    """(encoder inputs (N, *Size, 1), targets (N, *Size)) of training: the thick-slice input, or with
+    ``[Model] EncoderInput = full`` the full-resolution mask itself."""
+    target, _, thick = masks_and_inputs(cfg, part)
+    return (target[..., None] if cfg.Model.EncoderInput == "full" else thick), target
+
+
 def train(cfg, data, run_dir: Path) -> None:
     t = cfg.Training
-    target, _, thick = masks_and_inputs(cfg, data["train"])
-    ds = pipeline.make_dataset(thick, target.astype(np.int32), 2, t.BatchSize, augment=cfg.Data.Augment,
+    inputs, target = training_pairs(cfg, data["train"])
+    ds = pipeline.make_dataset(inputs, target.astype(np.int32), 2, t.BatchSize, augment=cfg.Data.Augment,
                                shuffle=True, seed=cfg.Run.Seed, repeat=True)
     steps = t.StepsPerEpoch or max(1, math.ceil(len(target) / t.BatchSize))
     val = val_steps = None
     if len(data["val"].cases):
-        vt, _, vx = masks_and_inputs(cfg, data["val"])
+        vx, vt = training_pairs(cfg, data["val"])
         val = pipeline.make_dataset(vx, vt.astype(np.int32), 2, t.BatchSize)
         val_steps = max(1, math.ceil(len(vt) / t.BatchSize))
 
@@ -216,7 +224,8 @@ def reconstruct(model, cfg, thick: np.ndarray, observed: np.ndarray) -> np.ndarr
         if r is None or r.Steps == 0:
             probs = model.reconstruct(x)
         else:
-            extra = {"start": r.Start or None, "start_noise": r.StartNoise} if cfg.Run.Method == "lsd_ebm" else {}
+            extra = (dict(start=r.Start or None, start_noise=r.StartNoise, data_term=r.DataTerm)
+                     if cfg.Run.Method == "lsd_ebm" else {})
             probs = 0.0
             for c in range(r.Chains):  # chain 0 has the seed of a single-chain reconstruction
                 z = model.posterior_refine(x, observed[i:i + BATCH], op.forward, r.Steps, r.StepSize, r.DataWeight,
