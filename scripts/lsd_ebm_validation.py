@@ -15,6 +15,14 @@ denoising score matching, scored inside its own segment sampler, on the validati
         --sampler segdps --start 10 --steps 15 --step-size 0.3 --start-noise 1
     python scripts/lsd_ebm_validation.py pairs sm zeroed          # paired sign and Wilcoxon tests
 
+Session 17: the score-matching fit and the denoised data term are in the package (cfg/vertebra_gen_*.ini), and
+``recon`` scores one shipped config exactly as ``--mode compare`` reconstructs (validation split by default):
+
+    python scripts/lsd_ebm_validation.py recon lsd --cfg cfg/vertebra_gen_lsd_ebm.ini
+    python scripts/lsd_ebm_validation.py recon lsd_zero --cfg cfg/vertebra_gen_lsd_ebm.ini --zero
+    python scripts/lsd_ebm_validation.py recon lebm --cfg cfg/vertebra_gen_lebm.ini
+    python scripts/lsd_ebm_validation.py recon upsampling                 # --task cfg/vertebra_lsd_ebm.ini: factor 8
+
 The score-matching fit uses the LSD-EBM's own parameterisation: the marginal energy of the diffused latent z_t is
 M(z, t) = |z|^2 / 2 + E(sqrt(1 - beta_{t+1}) z, t) / beta_{t+1}, exactly the terms of the LSD-EBM's conditional
 chain energy besides the tether |z_{t+1} - sqrt(1 - beta) z_t|^2 / (2 beta); it is fitted on z_t = sqrt(1 - v_t) u
