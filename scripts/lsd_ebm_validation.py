@@ -219,7 +219,12 @@ def score(args) -> None:
             z = latent(x, y, cfg.Run.Seed * 7919 + i + 100003 * c)
             p = p + np.asarray(ops.sigmoid(model.decode(z, x)))[..., 0] / args.chains
         probs.append(p)
-    pred, truth = (np.concatenate(probs) if probs else thick[..., 0]) > 0.5, target > 0.5
+    append_dice(args, names, (np.concatenate(probs) if probs else thick[..., 0]) > 0.5, target, start)
+
+
+def append_dice(args, names, pred, target, start: float) -> None:
+    """Per-shape Dice of binary ``pred`` against ``target`` appended to --results as variant ``args.name``."""
+    truth = target > 0.5
     dice = 2 * (pred & truth).sum((1, 2, 3)) / (pred.sum((1, 2, 3)) + truth.sum((1, 2, 3)))
     out = Path(args.results)
     pd.DataFrame({"variant": args.name, "shape": names, "dice": dice}).to_csv(
@@ -246,12 +251,7 @@ def recon(args) -> None:
         if args.zero:
             zero_energy(model)
         pred = shapes.reconstruct(model, cfg, thick, observed) > 0.5
-    truth = target > 0.5
-    dice = 2 * (pred & truth).sum((1, 2, 3)) / (pred.sum((1, 2, 3)) + truth.sum((1, 2, 3)))
-    out = Path(args.results)
-    pd.DataFrame({"variant": args.name, "shape": names, "dice": dice}).to_csv(
-        out, mode="a", header=not out.is_file(), index=False)
-    print(f"{args.name}: Dice {dice.mean():.4f} over {len(dice)} shapes ({time.time() - start:.0f} s) -> {out}")
+    append_dice(args, names, pred, target, start)
 
 
 def pairs(args) -> None:
