@@ -210,11 +210,7 @@ class _LatentPriorVAE(ShapeVAE):
         return tf.random.stateless_normal(tf.shape(like), tf.stack([self._seed(), tag]))
 
     def train_step(self, data):
-        x = keras.utils.unpack_x_y_sample_weight(data)[0]
-        mean, logvar = self.encode(x, training=False)
-        if self.posterior_draws > 1:  # several posterior samples per shape for the energy (one encoder pass)
-            mean, logvar = (ops.repeat(a, self.posterior_draws, axis=0) for a in (mean, logvar))
-        z_post = tf.stop_gradient(mean + ops.exp(0.5 * logvar) * self._noise(mean, 1))
+        z_post = self.posterior_samples(keras.utils.unpack_x_y_sample_weight(data)[0])
         if self.standardizer is not None:
             self.standardizer.update(z_post)
         inputs = self.prior_inputs(self.to_unit(z_post))  # outside the tape: no gradient through the chains
@@ -235,6 +231,13 @@ class _LatentPriorVAE(ShapeVAE):
         if not train_backbone:
             parts = {"loss": ebm_loss}
         return self._update({**parts, **ebm_logs})
+
+    def posterior_samples(self, x):
+        """``posterior_draws`` samples of q(z | x) per shape (one encoder pass), without gradient."""
+        mean, logvar = self.encode(x, training=False)
+        if self.posterior_draws > 1:
+            mean, logvar = (ops.repeat(a, self.posterior_draws, axis=0) for a in (mean, logvar))
+        return tf.stop_gradient(mean + ops.exp(0.5 * logvar) * self._noise(mean, 1))
 
     def prior_inputs(self, u_post):
         """What the energy's loss needs besides its weights (contrastive divergence: positives, negatives, t)."""
@@ -395,14 +398,14 @@ class ShapeLSDEBM(_LatentPriorVAE):
 
     def prior_inputs(self, u_post):
         if self.hp["objective"] != "score_matching":
-            return self.contrastive_pairs(u_post)
+            return super().prior_inputs(u_post)
         t = tf.random.stateless_uniform(tf.shape(u_post)[:1], tf.stack([self._seed(), 6]), 0, self.segments,
                                         dtype=tf.int32)
         return u_post, t, self._noise(u_post, 7)
 
     def prior_loss(self, *inputs):
         if self.hp["objective"] != "score_matching":
-            return self.energy_loss(*inputs)
+            return super().prior_loss(*inputs)
         loss = ops.mean(self.score_matching_loss(*inputs))
         return loss, {"ebm_loss": loss}
 
@@ -412,9 +415,7 @@ class ShapeLSDEBM(_LatentPriorVAE):
         backbone's own losses would not change."""
         if self.hp["objective"] != "score_matching":
             return super().test_step(data)
-        x = keras.utils.unpack_x_y_sample_weight(data)[0]
-        mean, logvar = (ops.repeat(a, self.posterior_draws, axis=0) for a in self.encode(x, training=False))
-        inputs = self.prior_inputs(self.to_unit(mean + ops.exp(0.5 * logvar) * self._noise(mean, 1)))
+        inputs = self.prior_inputs(self.to_unit(self.posterior_samples(keras.utils.unpack_x_y_sample_weight(data)[0])))
         return self._update({"ebm_loss": self.score_matching_loss(*inputs),
                              "sm_gauss": self.score_matching_loss(*inputs, learnt=False)})
 
