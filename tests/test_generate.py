@@ -105,6 +105,30 @@ def test_generation_models_train_sample_and_score(idx_root, tmp_path):
     for a, b in zip(before.backbone_weights(), after.backbone_weights(), strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert not all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(before.energy.weights, after.energy.weights))
+    # the same energy fitted by denoising score matching instead (no chains in training)
+    sm = ["--set", f"Prior.Backbone={source}", "--set", "Prior.TrainBackbone=false", "--set",
+          "Prior.Objective=score_matching", "--set", "Prior.EnergyActivation=silu", "--set", "Prior.ScoreSamples=2"]
+    assert cli.main(["--cfg", str(tmp_path / "lsd_ebm_2d.ini"), "--mode", "train", "--out", str(tmp_path / "sm"),
+                     *sm]) == 0
+    assert cli.main(["--cfg", str(tmp_path / "lsd_ebm_2d.ini"), "--mode", "sample", "--out", str(tmp_path / "sm"),
+                     *sm]) == 0
+    assert np.isfinite(pd.read_csv(tmp_path / "sm" / "fid.csv").fid_local).all()
+
+
+@pytest.mark.parametrize("method, sets, expected", [
+    ("lebm_2d", ["Prior.Objective=score_matching"], "only for Method = lsd_ebm_2d"),
+    ("lsd_ebm_2d", ["Prior.Objective=score_matching", "Prior.Backbone=w.h5", "Prior.TrainBackbone=false"],
+     "needs EnergyActivation = silu"),
+    ("lsd_ebm_2d", ["Prior.Objective=score_matching", "Prior.EnergyActivation=silu"], "needs TrainBackbone = false"),
+])
+def test_score_matching_settings_are_checked(idx_root, tmp_path, capsys, method, sets, expected):
+    cfg = tmp_path / "c.ini"
+    cfg.write_text(HEAD.format(method=method, mode="train", root=idx_root) + MODEL + TRAIN.format(weights=""))
+    args = [a for s in sets for a in ("--set", s)]
+    assert cli.main(["--cfg", str(cfg), "--mode", "train", "--out", str(tmp_path / "o"), *args]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
 
 
 def test_missing_idx_folder_is_a_clear_error(tmp_path, capsys):

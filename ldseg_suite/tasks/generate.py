@@ -64,9 +64,11 @@ def build_model(cfg):
         args = (size, m.LatentDim, m.BaseChannels, m.Levels, m.Beta)
         kw = dict(energy_hidden=p.EnergyHidden, langevin_steps=p.LangevinSteps, langevin_step_size=p.LangevinStepSize,
                   seed=cfg.Run.Seed, dice_weight=0.0, standardize=p.Standardize, grad_penalty=p.GradPenalty,
-                  train_backbone=p.TrainBackbone, whiten=p.Whiten)
+                  train_backbone=p.TrainBackbone, whiten=p.Whiten, energy_activation=p.EnergyActivation)
         model = (ShapeLEBM(*args, **kw) if method == "lebm_2d" else
-                 ShapeLSDEBM(*args, segments=cfg.Diffusion.Segments, schedule=cfg.Diffusion.Schedule, **kw))
+                 ShapeLSDEBM(*args, segments=cfg.Diffusion.Segments, schedule=cfg.Diffusion.Schedule,
+                             energy_scale=p.EnergyScale, objective=p.Objective, score_samples=p.ScoreSamples,
+                             score_min_noise=p.ScoreMinNoise, **kw))
     model.build((None, *size, 1))
     return model
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from ldseg_suite.config import Schema, field
 from ldseg_suite.errors import LDSegError
 from ldseg_suite.sections import Distribute, Run, Training, register
+from ldseg_suite.tasks import shape_schema
 from ldseg_suite.tasks.shape_schema import Diffusion
 
 
@@ -25,26 +26,13 @@ class Model:
 
 
 @dataclass(frozen=True)
-class Prior:
-    EnergyHidden: int = field(200, min=8, help="width of the latent energy MLP")
-    LangevinSteps: int = field(30, min=1, help="short-run Langevin steps (LSD-EBM: per segment)")
-    LangevinStepSize: float = field(0.1, min=0.0, help="Langevin step size (LSD-EBM: times sqrt(beta_t))")
+class Prior(shape_schema.Prior):
+    """The shape task's [Prior] keys, with the backbone taken from another generation config's weights."""
     Backbone: str = field("", help="weights file whose encoder and generator are loaded before training (of a model "
                                    "of BackboneConfig; '' = train them from scratch)")
     BackboneConfig: str = field("", help="config of the model whose weights Backbone holds, e.g. "
                                          "cfg/fashion_lebm.ini to put an LSD-EBM prior on the LEBM's generator ('' "
                                          "= this config); its [Images] Size and [Model] must equal this config's")
-    TrainBackbone: bool = field(True, help="false: keep the Backbone's encoder and generator fixed and train the "
-                                           "energy only (needs Backbone)")
-    GradPenalty: float = field(0.0, min=0.0, help="weight of the mean squared gradient |dE/dz|^2 of the energy at "
-                                                 "positives and negatives (0 = off): a smooth energy without deep "
-                                                 "wells off the data for the sampling chains to drift into")
-    Standardize: bool = field(False, help="the energy (and LSD-EBM's diffusion) work on the latent standardised "
-                                          "per dimension by the running mean / std of the training posterior "
-                                          "samples")
-    Whiten: bool = field(False, help="the energy (and LSD-EBM's diffusion) work on the whitened latent u = L^-1 (z - "
-                                     "mean), L L^T the running covariance of the training posterior samples (so "
-                                     "N(0, I) in u is their full-covariance Gaussian fit; replaces Standardize)")
 
 
 @dataclass(frozen=True)
@@ -94,6 +82,7 @@ def _validate(cfg):
     prior = getattr(cfg, "Prior", None)
     if prior is not None and not prior.TrainBackbone and not prior.Backbone:
         raise LDSegError("[Prior] TrainBackbone = false needs [Prior] Backbone (the weights to keep fixed)")
+    shape_schema.check_objective(prior, cfg.Run.Method, "lsd_ebm_2d")
     if "Model" in cfg and cfg.Images.Size % 2 ** cfg.Model.Levels:
         raise LDSegError(f"[Images] Size = {cfg.Images.Size}: must be divisible by 2^[Model] Levels = "
                          f"{2 ** cfg.Model.Levels}")

@@ -138,18 +138,23 @@ def _validate(cfg):
     prior = getattr(cfg, "Prior", None)
     if prior is not None and not prior.TrainBackbone and not prior.Backbone:
         raise LDSegError("[Prior] TrainBackbone = false needs [Prior] Backbone (the VAE weights to keep fixed)")
-    if prior is not None and prior.Objective == "score_matching":
-        if cfg.Run.Method != "lsd_ebm":
-            raise LDSegError(f"[Prior] Objective = score_matching: only for Method = lsd_ebm (the {cfg.Run.Method} "
-                             f"energy learns by contrastive divergence)")
-        if prior.TrainBackbone:
-            raise LDSegError("[Prior] Objective = score_matching needs TrainBackbone = false (the energy is fitted "
-                             "to a fixed backbone's posterior latents)")
-        if prior.EnergyActivation != "silu":
-            raise LDSegError(f"[Prior] Objective = score_matching needs EnergyActivation = silu, not "
-                             f"{prior.EnergyActivation} (a piecewise-linear energy's gradient cannot learn its biases "
-                             f"or the segment t)")
+    check_objective(prior, cfg.Run.Method, "lsd_ebm")
 
+
+def check_objective(prior, method: str, lsd_method: str) -> None:
+    """[Prior] Objective = score_matching only for ``lsd_method``, on a fixed backbone, with a smooth energy."""
+    if prior is None or prior.Objective != "score_matching":
+        return
+    if method != lsd_method:
+        raise LDSegError(f"[Prior] Objective = score_matching: only for Method = {lsd_method} (the {method} "
+                         f"energy learns by contrastive divergence)")
+    if prior.TrainBackbone:
+        raise LDSegError("[Prior] Objective = score_matching needs TrainBackbone = false (the energy is fitted "
+                         "to a fixed backbone's posterior latents)")
+    if prior.EnergyActivation != "silu":
+        raise LDSegError(f"[Prior] Objective = score_matching needs EnergyActivation = silu, not "
+                         f"{prior.EnergyActivation} (a piecewise-linear energy's gradient cannot learn its biases "
+                         f"or the segment t)")
 
 COMMON = {"Run": Run, "Data": Data, "ThickSlice": ThickSlice, "Model": Model}
 TAIL = {"Training": Training, "Output": Output, "Distribute": Distribute}
