@@ -156,6 +156,7 @@ def check_objective(prior, method: str, lsd_method: str) -> None:
                          f"{prior.EnergyActivation} (a piecewise-linear energy's gradient cannot learn its biases "
                          f"or the segment t)")
 
+
 COMMON = {"Run": Run, "Data": Data, "ThickSlice": ThickSlice, "Model": Model}
 TAIL = {"Training": Training, "Output": Output, "Distribute": Distribute}
 RUNNER = "ldseg_suite.tasks.shapes:run"
