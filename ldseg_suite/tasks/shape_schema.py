@@ -55,13 +55,14 @@ class Prior:
     EnergyActivation: str = field("leaky_relu", choices=("leaky_relu", "silu"),
                                   help="the energy MLP's activation; score matching needs silu (with leaky_relu the "
                                        "gradient dE/dz is piecewise constant and blind to the biases and to t)")
-    ScoreSamples: int = field(16, min=1, help="score matching: posterior samples per shape and step, each with "
-                                              "its own segment and noise (the batch of the fit is BatchSize x "
-                                              "ScoreSamples; the encoder runs once per shape)")
+    ScoreSamples: int = field(16, min=1, help="score matching: posterior samples per training example (shape or "
+                                              "image) and step, each with its own segment and noise (the batch of the "
+                                              "fit is BatchSize x ScoreSamples; the encoder runs once per example)")
     ScoreMinNoise: float = field(0.05, min=0.001, max=1.0,
                                  help="score matching: noise std of segment 0's latent (the standardised latent's "
                                       "scale is 1): the finest detail the prior learns; too small, and it learns "
-                                      "the training shapes by heart (watch val_ebm_loss against val_sm_gauss)")
+                                      "the training set by heart (the shape task logs val_ebm_loss against "
+                                      "val_sm_gauss to show it)")
     Whiten: bool = field(False, help="the energy (and LSD-EBM's diffusion) work on the whitened latent u = L^-1 (z - "
                                      "mean), L L^T the running covariance of the training posterior samples (so "
                                      "N(0, I) in u is their full-covariance Gaussian fit; replaces Standardize)")
